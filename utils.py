@@ -7,6 +7,12 @@ a report and this file holds the machinery. Sections:
     data      MIT-BIH records: locate, download, verify, the beat table
     images    the seed project's beat images, rendered from raw signal
     splits    the seed's leaky 80/20 split and the inter-patient split
+    features  patient-relative model inputs (causal, so a monitor can compute them live)
+    models    the seed's CNN, an image CNN and a signal CNN with rhythm inputs
+    training  device, batches, the training loop, checkpoints, saved models
+    metrics   per-class scores, EC57 statistics as bxb computes them, bootstrap by patient
+    classify  any WFDB record, at reference or detected beats, at any sampling rate
+    monitor   streaming QRS detection, beat events, clinical alarms, signal quality
     plots     one save_fig helper
 """
 from __future__ import annotations
@@ -15,6 +21,7 @@ import hashlib
 import os
 import random
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -449,6 +456,1195 @@ def load_split(name) -> pd.DataFrame:
     beats = load_beats(sorted(manifest["record"].unique()))
     merged = manifest[["record", "sample", "split"]].merge(beats.reset_index(), on=["record", "sample"])
     return merged.set_index("index").rename_axis(None)
+
+
+# ----------------------------------------------------------------------------
+# features
+# ----------------------------------------------------------------------------
+
+#: Samples before/after the R peak that the signal model's beat branch sees (0.36 s each way).
+BEAT_WINDOW = (128, 128)
+#: The wide context (CONTEXT, 2 s) is averaged in blocks of this many samples (90 Hz).
+CONTEXT_STEP = 4
+#: Beats of the patient's own recent past that form the template and typical amplitude.
+TEMPLATE_BEATS = 32
+#: Half-width of the QRS region whose peak-to-peak gives a beat's amplitude (50 ms).
+QRS_HALF = 18
+RHYTHM_FEATURES = ["rr_prev / local RR", "rr_next / local RR", "local RR (s)", "amplitude / typical"]
+
+
+def causal_median(x, n=TEMPLATE_BEATS, start=0) -> np.ndarray:
+    """Return, for each row i >= start of x, the median of rows i-n .. i-1 (the past only).
+
+    Before n beats have passed, the missing history is filled with copies of the
+    first beat, so row 0 gets itself; a live monitor fills its history the same way.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    padded = np.concatenate([np.repeat(x[:1], n, axis=0), x])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, n, axis=0)[start:len(x)]
+    return np.median(windows, axis=-1).astype(np.float32)
+
+
+def patient_inputs(context, rr_prev, rr_next, rr_local, start=0, baseline=None) -> dict:
+    """Return the signal model's inputs for one record's beats, in time order.
+
+    context: (n, 720) channel-0 windows in mV around each R peak; RR values in seconds.
+    Each beat is compared with the same patient's recent beats, never with the
+    future: amplitude is divided by the patient's typical QRS amplitude (median of
+    the last 32 beats), a second channel holds the beat minus the median of those
+    32 beats, and RR intervals are divided by the local average RR. Per-beat
+    z-scoring would erase the amplitude that marks V beats.
+    Rows before start serve only as history (a live monitor passes its last beats);
+    the result covers rows start..n-1. baseline: each row's median, if already known.
+    Returns {"beat": (m, 2, 256), "context": (m, 1, 180), "rhythm": (m, 4)}, float32.
+    """
+    context = np.asarray(context, dtype=np.float32)
+    centre = context.shape[1] // 2
+    if baseline is None:
+        baseline = np.median(context, axis=1)
+    ctx = context - np.asarray(baseline, dtype=np.float32)[:, None]  # baseline wander: median of 2 s
+    beat = ctx[:, centre - BEAT_WINDOW[0]:centre + BEAT_WINDOW[1]]
+    qrs = ctx[:, centre - QRS_HALF:centre + QRS_HALF]
+    amplitude = qrs.max(axis=1) - qrs.min(axis=1)
+    typical = np.maximum(causal_median(amplitude, start=start), 0.05)[:, None]  # never divide by noise
+    template = causal_median(beat, start=start)
+    ctx, beat, amplitude = ctx[start:], beat[start:], amplitude[start:]
+    rr_prev, rr_next = np.asarray(rr_prev, dtype=np.float64)[start:], np.asarray(rr_next, dtype=np.float64)[start:]
+    reference = np.asarray(rr_local, dtype=np.float64)[start:].copy()
+    for fallback in (rr_prev, rr_next):  # the first beats of a record have no local average yet
+        reference = np.where(np.isnan(reference), fallback, reference)
+    reference = np.clip(np.nan_to_num(reference, nan=0.8), 0.2, 3.0)
+
+    def ratio(rr):
+        return np.clip(np.nan_to_num(rr / reference, nan=1.0), 0, 4)
+
+    rhythm = np.stack([ratio(rr_prev), ratio(rr_next), reference,
+                       np.clip(amplitude / typical[:, 0], 0, 5)], axis=1)
+    return {
+        "beat": np.stack([beat / typical, (beat - template) / typical], axis=1).astype(np.float32),
+        "context": (ctx / typical).reshape(len(ctx), -1, CONTEXT_STEP).mean(-1)[:, None].astype(np.float32),
+        "rhythm": rhythm.astype(np.float32),
+    }
+
+
+@lru_cache(maxsize=None)
+def _record_inputs(record: int) -> dict:
+    path = CACHE_DIR / "inputs_v1" / f"{record}.npz"
+    if not path.is_file():
+        beats = load_beats([record])
+        inputs = patient_inputs(load_windows([record], *CONTEXT), beats["rr_prev"], beats["rr_next"],
+                                beats["rr_local"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **inputs)
+        tmp.replace(path)
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def load_inputs(records=None) -> dict:
+    """Return patient_inputs for the given records, rows as in load_beats(records); cached on disk."""
+    parts = [_record_inputs(r) for r in _records_arg(records)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+# ----------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------
+
+import torch  # noqa: E402  (the data layer above works without torch)
+from torch import nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+
+class SeedCNN(nn.Module):
+    """The seed's best model, as it was: two 3x3 convolutions of 4 filters on a 120x120 image,
+    each followed by ReLU and 2x2 max-pooling, dropout 0.5, one linear layer 3600 -> 5."""
+
+    def __init__(self, n_classes=5):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.dropout = nn.Dropout(0.5)
+        self.fc = nn.Linear(4 * 30 * 30, n_classes)
+
+    def forward(self, image):
+        x = F.max_pool2d(F.relu(self.conv1(image)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc(self.dropout(x.flatten(1)))
+
+
+def _conv_block(cin, cout, dims, kernel):
+    conv, bn, pool = ((nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d) if dims == 2
+                      else (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d))
+    return nn.Sequential(conv(cin, cout, kernel, padding=kernel // 2, bias=False), bn(cout),
+                         nn.ReLU(inplace=True), pool(2))
+
+
+class ImageCNN(nn.Module):
+    """An image CNN built for beat pictures: four conv-BN-ReLU-pool blocks, global pooling."""
+
+    def __init__(self, n_classes=5, width=16):
+        super().__init__()
+        chans = [1, width, 2 * width, 4 * width, 8 * width]
+        self.features = nn.Sequential(*[_conv_block(a, b, 2, 3) for a, b in zip(chans, chans[1:])])
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(2 * chans[-1], n_classes))
+
+    def forward(self, image):
+        x = self.features(image)
+        return self.head(torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1))
+
+
+class SignalCNN(nn.Module):
+    """A 1-D CNN on the patient-scaled beat (and beat minus template), a 2-s context, and rhythm."""
+
+    def __init__(self, n_classes=5, width=32, n_rhythm=len(RHYTHM_FEATURES)):
+        super().__init__()
+        self.beat = nn.Sequential(_conv_block(2, width // 2, 1, 7), _conv_block(width // 2, width, 1, 5),
+                                  _conv_block(width, 2 * width, 1, 5), _conv_block(2 * width, 2 * width, 1, 3))
+        self.context = nn.Sequential(_conv_block(1, width // 2, 1, 7), _conv_block(width // 2, width, 1, 5),
+                                     _conv_block(width, width, 1, 3))
+        self.rhythm = nn.Sequential(nn.Linear(n_rhythm, 16), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(4 * width + 2 * width + 16, 64), nn.ReLU(), nn.Dropout(0.3),
+                                  nn.Linear(64, n_classes))
+
+    def forward(self, beat, context, rhythm):
+        b, c = self.beat(beat), self.context(context)
+        pooled = [b.mean(2), b.amax(2), c.mean(2), c.amax(2), self.rhythm(rhythm)]
+        return self.head(torch.cat(pooled, 1))
+
+
+ARCHITECTURES = {"SeedCNN": SeedCNN, "ImageCNN": ImageCNN, "SignalCNN": SignalCNN}
+
+
+# ----------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------
+
+def get_device(verbose=True) -> torch.device:
+    """Return CUDA when a usable GPU is present (printing its name), else the CPU."""
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+        if verbose:
+            print("GPU:", torch.cuda.get_device_name(device))
+    else:
+        device = torch.device("cpu")
+        if verbose:
+            print(f"no GPU: training on the CPU with {torch.get_num_threads()} threads")
+    return device
+
+
+class BeatSet:
+    """Beats of a split with their labels and model inputs, built on demand.
+
+    frame: rows of load_split(...) (index = row of load_beats over the split's
+    records). Holds channel-0 context windows, patient-relative signal inputs and
+    integer labels in CLASSES order.
+    """
+
+    def __init__(self, frame, records):
+        rows = np.asarray(frame.index)
+        self.frame = frame
+        self.context = load_windows(records, *CONTEXT)[rows]
+        self.inputs = {k: v[rows] for k, v in load_inputs(records).items()}
+        self._image_cache = {}
+        self.labels = pd.Categorical(frame["aami"], categories=CLASSES).codes.astype(np.int64)
+
+    @classmethod
+    def from_arrays(cls, context, inputs, labels):
+        """A BeatSet from context windows, patient_inputs(...) and integer labels (no split frame)."""
+        data = cls.__new__(cls)
+        data.frame, data.context, data.inputs, data.labels, data._image_cache = None, context, inputs, labels, {}
+        return data
+
+    def __len__(self):
+        return len(self.labels)
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=len(CLASSES))
+
+    def batch(self, spec, idx, augment=False, rng=None) -> list:
+        """Return the model's input tensors for beats idx, as spec (a model's "input" meta) says."""
+        if spec["kind"] == "signal":
+            out = [self.inputs[k][idx] for k in ("beat", "context", "rhythm")]
+            if augment:  # small gain changes and noise: robustness, not new patients
+                gain = rng.uniform(0.9, 1.1, (len(idx), 1, 1)).astype(np.float32)
+                out[0] = out[0] * gain + rng.normal(0, 0.02, out[0].shape).astype(np.float32)
+                out[1] = out[1] * gain
+            return [torch.from_numpy(np.ascontiguousarray(x)) for x in out]
+        if augment:
+            return [beat_images(self.context[idx], spec, augment, rng)]
+        mean, std = spec["normalise"]
+        return [(self._images(spec)[idx].float() / 255 - mean) / std]
+
+    def _images(self, spec) -> torch.Tensor:
+        """All beats rendered once at the spec's size, as uint8: un-augmented epochs re-use them."""
+        key = repr(sorted(spec.items()))
+        if key not in self._image_cache:
+            plain = {**spec, "normalise": [0.0, 1 / 255]}  # keeps beat_images' output in 0..255
+            self._image_cache[key] = torch.cat([beat_images(self.context[i:i + 4096], plain).round().to(torch.uint8)
+                                                for i in range(0, len(self), 4096)])
+        return self._image_cache[key]
+
+
+def beat_images(context, spec, augment=False, rng=None) -> torch.Tensor:
+    """Render context windows (n, 720) as normalised image tensors (n, 1, H, W) for an image model.
+
+    With augment, each beat is shifted by up to 4 samples and its amplitude scaled
+    and offset slightly before rendering, as a different electrode placement would.
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    before, after = spec["window"]
+    centre = context.shape[1] // 2
+    if augment:
+        shift = rng.integers(-4, 5, len(context))
+        cols = centre - before + shift[:, None] + np.arange(before + after)
+        windows = np.take_along_axis(context, cols, axis=1)
+        windows = windows * rng.uniform(0.85, 1.15, (len(context), 1)) + rng.uniform(-0.1, 0.1, (len(context), 1))
+    else:
+        windows = context[:, centre - before:centre + after]
+    images = torch.from_numpy(render_beats(windows, ylim=tuple(spec["ylim"])))[:, None]
+    images = TF.resize(images, list(spec["size"]), antialias=True)
+    mean, std = spec["normalise"]
+    return (images.float() / 255 - mean) / std
+
+
+def class_weights(counts, power=0.5, cap=20.0) -> np.ndarray:
+    """Return loss weights (max count / count) ** power, capped; 1 for the largest class.
+
+    The square root and the cap keep rare classes (F: about 400 training beats, Q: 8
+    in DS1) from soaking up false positives, as full inverse-frequency weights do.
+    """
+    counts = np.maximum(np.asarray(counts, dtype=float), 1)
+    return np.minimum((counts.max() / counts) ** power, cap).astype(np.float32)
+
+
+def predict(model, data, spec, device=None, batch_size=1024) -> np.ndarray:
+    """Return class probabilities (n, 5) for every beat of a BeatSet."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            idx = np.arange(start, min(start + batch_size, len(data)))
+            inputs = [x.to(device) for x in data.batch(spec, idx)]
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                out.append(torch.softmax(model(*inputs).float(), 1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+
+
+def load_checkpoint(path) -> dict:
+    """torch.load with weights_only=True: tensors and plain containers only, never pickled code.
+
+    Raises ValueError naming the file if it holds anything else.
+    """
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path} holds pickled Python objects, not only weights and plain data; "
+                         f"refusing to load it (weights_only=True)") from err
+
+
+def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None):
+    """Train model on BeatSet train, choosing the epoch by validation macro-F1 over N, S, V, F.
+
+    cfg: epochs, batch_size, lr, optimizer ("sgd" with momentum, or "adamw" with a
+    one-cycle schedule), weight_decay, weighted (square-root class weights in the loss)
+    or class_weights (explicit, in CLASSES order),
+    epoch_size (beats drawn per epoch, None for all), augment, seed.
+    Saves a checkpoint each epoch to checkpoint_dir/NAME.ckpt and resumes from it
+    when it exists for the same settings. Returns (model with the best weights, history).
+    """
+    from tqdm.auto import tqdm
+
+    model.to(device)
+    params = model.parameters()
+    if cfg["optimizer"] == "sgd":
+        optimizer = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9))
+    else:
+        optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 1e-2))
+    epoch_size = min(cfg.get("epoch_size") or len(train), len(train))
+    steps = -(-epoch_size // cfg["batch_size"])
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg["lr"], total_steps=cfg["epochs"] * steps) \
+        if cfg["optimizer"] == "adamw" else None
+    if cfg.get("class_weights") is not None:  # explicit weights, in CLASSES order
+        weights = np.asarray(cfg["class_weights"], np.float32)
+    elif cfg.get("weighted"):
+        weights = class_weights(train.class_counts())
+    else:
+        weights = np.ones(len(CLASSES), np.float32)
+    weights = torch.tensor(weights, device=device)
+    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+    history, best_score, best_state, start_epoch = [], -1.0, None, 0
+    ckpt = Path(checkpoint_dir) / f"{name}.ckpt" if checkpoint_dir else None
+    if ckpt is not None and ckpt.is_file():
+        state = load_checkpoint(ckpt)
+        if state["cfg"] == {k: cfg[k] for k in sorted(cfg)}:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            history, best_score, best_state = state["history"], state["best_score"], state["best_state"]
+            start_epoch = state["epoch"] + 1
+            print(f"{name}: resuming after epoch {start_epoch} from {ckpt}")
+    for epoch in range(start_epoch, cfg["epochs"]):
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([cfg["seed"], epoch])  # per-epoch stream: a resumed run repeats it
+        torch.manual_seed(cfg["seed"] * 1000 + epoch)
+        order = rng.permutation(len(train))[:epoch_size]
+        model.train()
+        total = 0.0
+        for step in tqdm(range(steps), desc=f"{name} epoch {epoch + 1}/{cfg['epochs']}", leave=False):
+            idx = order[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
+            inputs = [x.to(device, non_blocking=True) for x in train.batch(spec, idx, cfg.get("augment"), rng)]
+            target = torch.from_numpy(train.labels[idx]).to(device)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                loss = F.cross_entropy(model(*inputs).float(), target, weight=weights)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+            total += loss.item() * len(idx)
+        probs = predict(model, val, spec, device)
+        val_loss = float(F.nll_loss(torch.log(torch.from_numpy(probs) + 1e-9), torch.from_numpy(val.labels)))
+        scores = per_class_scores(val.labels, probs.argmax(1))
+        row = {"epoch": epoch + 1, "train_loss": total / epoch_size, "val_loss": val_loss,
+               "val_macro_f1": macro_f1(val.labels, probs.argmax(1)),
+               **{f"val_f1_{c}": float(scores.loc[c, "F1"]) for c in CLASSES[:4]},
+               "seconds": time.perf_counter() - t0}
+        history.append(row)
+        if row["val_macro_f1"] > best_score:
+            best_score = row["val_macro_f1"]
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        print(f"{name} epoch {epoch + 1}: train loss {row['train_loss']:.3f}, val loss {val_loss:.3f}, "
+              f"val macro-F1 {row['val_macro_f1']:.3f}, {row['seconds']:.0f} s")
+        if ckpt is not None:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"cfg": {k: cfg[k] for k in sorted(cfg)}, "epoch": epoch, "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler else None,
+                        "history": history, "best_score": best_score, "best_state": best_state},
+                       ckpt.with_suffix(".tmp"))
+            ckpt.with_suffix(".tmp").replace(ckpt)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model, pd.DataFrame(history)
+
+
+def save_model(path, model, meta) -> Path:
+    """Save weights and plain-data metadata (no pickled code) so load_model can rebuild the model."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, path)
+    return path
+
+
+def load_model(path, device="cpu"):
+    """Return the model saved at path, in eval mode, with its metadata dict as model.meta.
+
+    meta holds the class order, sampling rate, input kind, window, normalisation,
+    training split and validation metrics.
+    """
+    saved = load_checkpoint(path)
+    meta = saved["meta"]
+    model = ARCHITECTURES[meta["arch"]](**meta.get("arch_kwargs", {}))
+    model.load_state_dict(saved["state_dict"])
+    model.meta = meta
+    return model.to(device).eval()
+
+
+def model_path(name) -> Path:
+    """Return models/NAME.pt under the output root, or the committed one in the repository."""
+    for base in (OUTPUT_ROOT, ROOT):
+        if (base / "models" / f"{name}.pt").is_file():
+            return base / "models" / f"{name}.pt"
+    return OUTPUT_ROOT / "models" / f"{name}.pt"
+
+
+# ----------------------------------------------------------------------------
+# metrics
+# ----------------------------------------------------------------------------
+
+def macro_f1(y_true, y_pred) -> float:
+    """Return the mean F1 over N, S, V, F (Q is too rare in DS1 to score), classes as integers."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y_true, y_pred, labels=[0, 1, 2, 3], average="macro", zero_division=0))
+
+
+def per_class_scores(y_true, y_pred) -> pd.DataFrame:
+    """Return per-class Se (recall), +P (precision), specificity, F1 and support, rows in CLASSES order."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels = list(range(len(CLASSES)))
+    p, r, f, n = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    tn = cm.sum() - cm.sum(0) - cm.sum(1) + np.diag(cm)
+    spec = tn / np.maximum(tn + cm.sum(0) - np.diag(cm), 1)
+    return pd.DataFrame({"Se": r, "+P": p, "Sp": spec, "F1": f, "beats": n}, index=CLASSES)
+
+#: Row/column labels of an EC57 comparison: the five classes, and O for "no beat on this side"
+#: (a reference beat the detector missed, or a detection with no reference beat).
+EC57_LABELS = CLASSES + ["O"]
+
+
+def ec57_confusion(beats_df) -> pd.DataFrame:
+    """Return the 6x6 reference-by-prediction count table (N, S, V, F, Q, O) of a classified-beats table.
+
+    Rows whose aami_true is "*" (detections inside reference-marked ventricular
+    flutter or fibrillation) are not counted, as bxb does not count them.
+    """
+    beats_df = beats_df[beats_df["aami_true"] != "*"]
+    true = pd.Categorical(beats_df["aami_true"].fillna("O"), categories=EC57_LABELS)
+    pred = pd.Categorical(beats_df["aami_pred"].fillna("O"), categories=EC57_LABELS)
+    return pd.crosstab(true, pred, dropna=False).reindex(index=EC57_LABELS, columns=EC57_LABELS, fill_value=0)
+
+
+def _ec57_from_counts(m) -> dict:
+    """EC57 statistics from count tables m[..., 6, 6] (rows reference, columns prediction), as bxb does.
+
+    VEB: a fusion or unknown beat called V is not a false positive. SVEB: an unknown
+    beat called S is not a false positive. QRS: O counts missed and extra beats.
+    """
+    N, S, V, Fu, Q, O = range(6)
+    beats = [N, S, V, Fu, Q]
+    m = np.asarray(m, dtype=float)
+
+    def ratio(a, b):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
+
+    vtp, stp = m[..., V, V], m[..., S, S]
+    vfn = m[..., V, :].sum(-1) - vtp
+    vfp = m[..., N, V] + m[..., S, V] + m[..., O, V]
+    vtn = m[..., [N, S, Fu, Q, O], :][..., [N, S, Fu, Q]].sum((-1, -2))
+    sfn = m[..., S, :].sum(-1) - stp
+    sfp = m[..., N, S] + m[..., V, S] + m[..., Fu, S] + m[..., O, S]
+    qtp = m[..., beats, :][..., beats].sum((-1, -2))
+    return {"QRS Se": ratio(qtp, qtp + m[..., beats, O].sum(-1)),
+            "QRS +P": ratio(qtp, qtp + m[..., O, beats].sum(-1)),
+            "VEB Se": ratio(vtp, vtp + vfn), "VEB +P": ratio(vtp, vtp + vfp), "VEB FPR": ratio(vfp, vtn + vfp),
+            "SVEB Se": ratio(stp, stp + sfn), "SVEB +P": ratio(stp, stp + sfp)}
+
+
+def score(beats_df) -> dict:
+    """Return the EC57 statistics of a classified-beats table (from classify_record or a test split).
+
+    beats_df needs aami_true and aami_pred (None or "O" where a side has no beat) and,
+    for per-record results, a record column. Returns a dict:
+      confusion      6x6 counts, reference rows by predicted columns (N, S, V, F, Q, O)
+      classes        per-class Se, +P, specificity, F1 and support over matched beats
+      accuracy, macro_f1 (N, S, V, F) over matched beats
+      gross          EC57 Series (QRS, VEB and SVEB Se/+P, VEB FPR) from the summed counts
+      per_record     the same statistics per record (when there is a record column)
+      record_average the mean over records of each per-record statistic (undefined ones skipped)
+    e and j count as N (the AAMI class table, de Chazal 2004); bxb's SVEB option counts them as S.
+    """
+    confusion = ec57_confusion(beats_df)
+    matched = beats_df[beats_df["aami_true"].isin(CLASSES) & beats_df["aami_pred"].isin(CLASSES)]
+    codes = {c: i for i, c in enumerate(CLASSES)}
+    y_true, y_pred = matched["aami_true"].map(codes).to_numpy(), matched["aami_pred"].map(codes).to_numpy()
+    out = {"confusion": confusion, "classes": per_class_scores(y_true, y_pred),
+           "accuracy": float((y_true == y_pred).mean()) if len(matched) else float("nan"),
+           "macro_f1": macro_f1(y_true, y_pred),
+           "gross": pd.Series(_ec57_from_counts(confusion.to_numpy()))}
+    if "record" in beats_df:
+        per_record = {r: _ec57_from_counts(ec57_confusion(g).to_numpy()) for r, g in beats_df.groupby("record")}
+        out["per_record"] = pd.DataFrame(per_record).T.astype(float)
+        out["record_average"] = out["per_record"].mean()
+    return out
+
+
+def bootstrap_by_record(beats_df, n_boot=1000, seed=0, level=0.95) -> pd.DataFrame:
+    """Return percentile confidence intervals of the gross EC57 statistics and per-class F1,
+    resampling whole records (patients) with replacement, never single beats."""
+    records = sorted(beats_df["record"].unique())
+    counts = np.stack([ec57_confusion(beats_df[beats_df["record"] == r]).to_numpy() for r in records])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(records), (n_boot, len(records)))
+    totals = counts[draws].sum(1)  # (n_boot, 6, 6)
+    stats = _ec57_from_counts(totals)
+    block = totals[:, :5, :5]
+    tp = np.diagonal(block, axis1=1, axis2=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = 2 * tp / (block.sum(1) + block.sum(2))
+    for i, c in enumerate(CLASSES[:4]):
+        stats[f"F1 {c}"] = f1[:, i]
+    stats["macro-F1"] = np.nanmean(f1[:, :4], axis=1)
+    alpha = (1 - level) / 2
+    return pd.DataFrame({name: {"low": np.nanquantile(v, alpha), "high": np.nanquantile(v, 1 - alpha)}
+                         for name, v in stats.items()}).T
+
+
+# ----------------------------------------------------------------------------
+# classify
+# ----------------------------------------------------------------------------
+
+#: bxb's match window: a detected beat within 150 ms of a reference beat is the same beat.
+MATCH_WINDOW_S = 0.15
+
+
+def match_beats(reference, detected, fs, window_s=MATCH_WINDOW_S):
+    """Pair detected with reference beat positions (samples), each at most once, nearest first,
+    within window_s. Returns (ref_index, det_index) arrays of the matched pairs."""
+    reference, detected = np.asarray(reference), np.asarray(detected)
+    if len(reference) == 0 or len(detected) == 0:
+        return np.zeros(0, int), np.zeros(0, int)
+    pos = np.searchsorted(reference, detected)
+    candidates = []
+    for offset in (-1, 0):
+        j = np.clip(pos + offset, 0, len(reference) - 1)
+        candidates.append((np.abs(reference[j] - detected), j))
+    dist = np.minimum(candidates[0][0], candidates[1][0])
+    ref_idx = np.where(candidates[0][0] <= candidates[1][0], candidates[0][1], candidates[1][1])
+    order = np.argsort(dist, kind="stable")
+    used_ref, pairs = set(), []
+    for d in order:
+        if dist[d] <= window_s * fs and ref_idx[d] not in used_ref:
+            used_ref.add(ref_idx[d])
+            pairs.append((ref_idx[d], d))
+    pairs.sort()
+    return (np.array([p[0] for p in pairs], int), np.array([p[1] for p in pairs], int))
+
+
+def vf_spans(symbols, samples) -> list:
+    """Return the (start, end) samples of reference-marked ventricular flutter/fibrillation ("[" to "]")."""
+    spans, start = [], None
+    for sym, s in zip(symbols, samples):
+        if sym == "[":
+            start = s
+        elif sym == "]" and start is not None:
+            spans.append((start, s))
+            start = None
+    if start is not None:
+        spans.append((start, np.inf))
+    return spans
+
+
+def in_spans(samples, spans) -> np.ndarray:
+    """Return a mask of the samples that fall inside any (start, end) span."""
+    samples = np.asarray(samples)
+    mask = np.zeros(len(samples), bool)
+    for a, b in spans:
+        mask |= (samples >= a) & (samples <= b)
+    return mask
+
+
+def read_signal(record_path, channel=None):
+    """Read one channel of a WFDB record in mV; return (signal, fs, channel name).
+
+    channel: an index or a signal name (default: the first channel). Samples the
+    record marks invalid come back as NaN.
+    """
+    import wfdb
+
+    header = wfdb.rdheader(str(record_path))
+    if channel is None:
+        index = 0
+    elif isinstance(channel, str):
+        if channel not in header.sig_name:
+            raise ValueError(f"{record_path} has no channel {channel!r}; it has {header.sig_name}")
+        index = header.sig_name.index(channel)
+    else:
+        index = int(channel)
+    record = wfdb.rdrecord(str(record_path), channels=[index])
+    return record.p_signal[:, 0].astype(np.float32), float(record.fs), record.sig_name[0]
+
+
+def resample(signal, fs_from, fs_to=FS) -> np.ndarray:
+    """Resample a signal between sampling rates with scipy's polyphase filter (NaNs filled first)."""
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    signal = np.asarray(signal, dtype=np.float64)
+    bad = np.isnan(signal)
+    if bad.all():
+        return np.full(int(round(len(signal) * fs_to / fs_from)), np.nan, np.float32)
+    if bad.any():  # the filter would spread a NaN over its whole length
+        signal = signal.copy()
+        signal[bad] = np.interp(np.flatnonzero(bad), np.flatnonzero(~bad), signal[~bad])
+    if fs_from == fs_to:
+        return signal.astype(np.float32)
+    ratio = Fraction(fs_to / fs_from).limit_denominator(1000)
+    return resample_poly(signal, ratio.numerator, ratio.denominator).astype(np.float32)
+
+
+def refine_peaks(signal, samples, fs, half_width_s=0.05) -> np.ndarray:
+    """Move each detected QRS to its largest deflection from the local baseline within +-50 ms,
+    where the MIT-BIH annotations put the beat, so windows line up as in training."""
+    signal = np.asarray(signal, dtype=np.float32)
+    if np.isnan(signal).any():
+        signal = np.nan_to_num(signal)
+    half = int(round(half_width_s * fs))
+    samples = np.clip(np.asarray(samples, dtype=int), 0, len(signal) - 1)
+    padded = np.pad(signal, half, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)[samples]
+    deviation = np.abs(windows - np.median(windows, axis=1, keepdims=True))
+    return np.clip(samples + deviation.argmax(1) - half, 0, len(signal) - 1)
+
+
+def detect_beats(signal, fs) -> np.ndarray:
+    """Return the R-peak sample positions that the monitor's StreamingQRS finds in a whole signal.
+
+    The same detector as the live monitor, fed 10-s chunks, so offline scores are
+    the monitor's. NaN samples count as 0 (no beat is found in them).
+    """
+    detector = StreamingQRS(fs)
+    step = int(10 * fs)
+    signal = np.asarray(signal, dtype=np.float32)
+    peaks = [p for i in range(0, len(signal), step) for p in detector.feed(signal[i:i + step])]
+    return np.asarray(peaks, dtype=int)
+
+
+def beats_from_signal(signal, samples) -> tuple:
+    """Return (context windows (n, 720), rr_prev, rr_next, rr_local) for R peaks in a 360-Hz signal."""
+    samples = np.asarray(samples, dtype=int)
+    rr = np.diff(samples) / FS
+    rr_prev, rr_next = np.r_[np.nan, rr], np.r_[rr, np.nan]
+    before, after = CONTEXT
+    padded = np.pad(np.nan_to_num(signal), (before, after), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, before + after)[samples]
+    return np.ascontiguousarray(windows, dtype=np.float32), rr_prev, rr_next, causal_local_rr(rr_prev)
+
+
+def classify_beats(model, signal, samples, device="cpu") -> np.ndarray:
+    """Return class probabilities (n, 5) for beats at samples of a 360-Hz channel-0-like signal."""
+    context, rr_prev, rr_next, rr_local = beats_from_signal(signal, samples)
+    data = BeatSet.from_arrays(context, patient_inputs(context, rr_prev, rr_next, rr_local),
+                               np.zeros(len(samples), np.int64))
+    return predict(model, data, model.meta["input"], torch.device(device))
+
+
+def classify_record(record_path, model, beats="reference", channel=None, annotator="atr") -> pd.DataFrame:
+    """Classify every beat of a WFDB record with a loaded model; return one row per beat.
+
+    beats="reference": at the annotated beat positions; beats="detect": at the beats
+    found by the project's QRS detector (detect_beats). Any sampling rate: the
+    signal is resampled to the model's. Columns: sample (in the record's own rate),
+    time (s), aami_pred, p_N .. p_Q, and, where reference annotations exist,
+    symbol and aami_true. With detected beats, detections are matched to reference
+    beats within 150 ms as bxb does; a detection with no reference beat has
+    aami_true "O", a reference beat with no detection has aami_pred "O", and a
+    detection inside reference-marked ventricular flutter has aami_true "*" (bxb
+    does not count those).
+    """
+    import wfdb
+
+    if beats not in ("reference", "detect"):
+        raise ValueError(f"beats must be 'reference' or 'detect', not {beats!r}")
+    signal, fs, _ = read_signal(record_path, channel)
+    model_fs = model.meta["fs"]
+    x = resample(signal, fs, model_fs)
+    ref = None
+    if Path(f"{record_path}.{annotator}").is_file():
+        ann = wfdb.rdann(str(record_path), annotator)
+        keep = np.isin(ann.symbol, BEAT_SYMBOLS)
+        ref = pd.DataFrame({"sample": ann.sample[keep], "symbol": np.asarray(ann.symbol)[keep]})
+        flutter = vf_spans(ann.symbol, ann.sample)
+    elif beats == "reference":
+        raise DataError(f"{record_path}.{annotator} not found: no reference beats to classify; use beats='detect'")
+    if beats == "reference":
+        positions = ref["sample"].to_numpy()
+    else:
+        positions = np.round(detect_beats(x, model_fs) * fs / model_fs).astype(int)
+    at_model_rate = np.clip(np.round(positions * model_fs / fs).astype(int), 0, len(x) - 1)
+    probs = classify_beats(model, x, at_model_rate) if len(positions) else np.zeros((0, len(CLASSES)))
+    out = pd.DataFrame({"sample": positions, "time": positions / fs,
+                        "aami_pred": np.asarray(CLASSES)[probs.argmax(1)] if len(probs) else []})
+    for i, c in enumerate(CLASSES):
+        out[f"p_{c}"] = probs[:, i]
+    if ref is None:
+        return out
+    if beats == "reference":
+        return out.assign(symbol=ref["symbol"].to_numpy(), aami_true=ref["symbol"].map(AAMI_MAP).to_numpy())
+    ref_i, det_i = match_beats(ref["sample"].to_numpy(), positions, fs)
+    out["symbol"], out["aami_true"] = None, "O"
+    out.loc[in_spans(positions, flutter), "aami_true"] = "*"  # inside reference VF: not counted (bxb)
+    out.loc[det_i, "symbol"] = ref["symbol"].to_numpy()[ref_i]
+    out.loc[det_i, "aami_true"] = ref["symbol"].map(AAMI_MAP).to_numpy()[ref_i]
+    missed = ref.drop(index=ref_i).assign(time=lambda d: d["sample"] / fs, aami_pred="O",
+                                          aami_true=lambda d: d["symbol"].map(AAMI_MAP))
+    return pd.concat([out, missed], ignore_index=True).sort_values("sample", kind="stable").reset_index(drop=True)
+
+# ----------------------------------------------------------------------------
+# monitor
+# ----------------------------------------------------------------------------
+
+class StreamingQRS:
+    """Pan-Tompkins QRS detection (Pan & Tompkins 1985) on a stream of 360-Hz samples.
+
+    Written here because the well-kept detectors (wfdb's XQRS and gqrs, neurokit2,
+    biosppy) all take a whole recording at once. Causal filters carry their state
+    across chunks; a peak is decided about 0.3 s after it (DECISION_DELAY_S), or,
+    for a missed beat found by the search-back, when the gap grows too long.
+    feed(x) takes the next samples and returns the R-peak positions decided now,
+    as absolute sample indices of the stream.
+    """
+
+    DECISION_DELAY_S = 0.25
+
+    def __init__(self, fs=FS):
+        from scipy.signal import butter, sosfilt_zi
+
+        self.fs = fs
+        self.sos = butter(2, [5, 15], btype="bandpass", fs=fs, output="sos")
+        self.zi = sosfilt_zi(self.sos) * 0
+        self.window = int(round(0.15 * fs))  # moving-window integration, 150 ms
+        self.refractory = int(round(0.2 * fs))
+        self.hold = int(round(0.25 * fs))  # a tentative beat waits this long for a larger neighbour
+        self.keep = int(round(3.0 * fs))  # samples of history held: bounded memory
+        self.raw = np.zeros(0, np.float32)
+        self.band = np.zeros(0, np.float32)
+        self.mwi = np.zeros(0, np.float32)
+        self.tail = np.zeros(4 + self.window - 1, np.float32)  # derivative and integration history
+        self.offset = 0  # absolute index of raw[0]
+        self.n = 0  # samples seen
+        self.checked = 0  # absolute index up to which MWI peaks were examined
+        self.spki = self.npki = None
+        self.last_peak = None
+        self.last_mwi_peak = None  # the latest accepted integrator peak, tentative or emitted
+        self.last_emitted = None
+        self.tentative = None  # (index, value) of a beat that a bigger peak may still replace
+        self.rr = []  # recent RR intervals (samples) for the search-back
+        self.candidates = []  # (index, value) of sub-threshold MWI peaks since the last beat
+
+    def feed(self, x) -> list:
+        from scipy.signal import find_peaks, sosfilt
+
+        x = np.asarray(x, dtype=np.float32)
+        if len(x) == 0:
+            return []
+        if np.isnan(x).any():
+            x = np.nan_to_num(x)
+        band, self.zi = sosfilt(self.sos, x, zi=self.zi)
+        band = band.astype(np.float32)
+        ext = np.concatenate([self.tail[-4:], band])
+        deriv = (2 * ext[4:] + ext[3:-1] - ext[1:-3] - 2 * ext[:-4]) / 8
+        sq = np.concatenate([self.tail[4:], deriv ** 2])
+        csum = np.cumsum(np.r_[0.0, sq])
+        mwi = ((csum[self.window:] - csum[:-self.window]) / self.window).astype(np.float32)
+        self.tail = np.concatenate([ext[-4:], sq[len(sq) - self.window + 1:]])
+        self.raw, self.band, self.mwi = (np.concatenate([self.raw, x]), np.concatenate([self.band, band]),
+                                         np.concatenate([self.mwi, mwi]))
+        self.n += len(x)
+        if self.spki is None:
+            if self.n < 2 * self.fs:  # learning phase: 2 s to set the first thresholds
+                return []
+            level = np.sqrt(self.mwi)
+            self.spki, self.npki = 0.25 * float(level.max()), 0.5 * float(level.mean())
+        beats = []
+        settled = self.n - int(self.DECISION_DELAY_S * self.fs)
+        lo = max(self.checked - self.offset - 1, 0)
+        seg = self.mwi[lo:settled - self.offset + 1]
+        peaks, _ = find_peaks(seg, distance=self.refractory // 2)
+        for p in peaks + lo + self.offset:
+            if p <= self.checked - 1 or p >= settled:
+                continue
+            beats += self._consider(p, float(np.sqrt(self.mwi[p - self.offset])))
+        self.checked = max(self.checked, settled)
+        if self.tentative is not None and settled - self.tentative[0] >= self.hold:
+            beats += self._accept(self.tentative[0])
+        beats += self._search_back(settled)
+        if len(self.raw) > self.keep:
+            cut = len(self.raw) - self.keep
+            self.raw, self.band, self.mwi = self.raw[cut:], self.band[cut:], self.mwi[cut:]
+            self.offset += cut
+        return beats
+
+    def _threshold(self):
+        return self.npki + 0.25 * (self.spki - self.npki)
+
+    def _consider(self, p, value):
+        if self.tentative is not None and p - self.tentative[0] < self.hold:
+            # A P wave was taken first: the QRS right after it wins. Past the refractory period
+            # only a much larger peak replaces a small tentative beat (a long PR interval).
+            small = self.tentative[1] < 0.5 * self.spki and value > 2 * self.tentative[1]
+            if value > self.tentative[1] and (p - self.tentative[0] < self.refractory or small):
+                self.tentative = (p, value)
+                self.last_mwi_peak = p
+                return []
+            if p - self.tentative[0] < self.refractory:
+                return []
+        if self.last_mwi_peak is not None and p - self.last_mwi_peak < self.refractory:
+            return []
+        if value > self._threshold():
+            if self.last_mwi_peak is not None and p - self.last_mwi_peak < 0.36 * self.fs and self._is_t_wave(p):
+                self.npki = 0.125 * value + 0.875 * self.npki
+                return []
+            self.spki = 0.125 * value + 0.875 * self.spki
+            return self._hold(p, value)
+        self.npki = 0.125 * value + 0.875 * self.npki
+        self.candidates.append((p, value))
+        return []
+
+    def _hold(self, p, value):
+        """Keep a new beat tentative for one refractory period, emitting the previous one."""
+        out = self._accept(self.tentative[0]) if self.tentative is not None else []
+        self.tentative = (p, value)
+        self.last_mwi_peak = p
+        self.candidates = [c for c in self.candidates if c[0] > p]
+        return out
+
+    def _is_t_wave(self, p):
+        def slope(i):
+            a = max(i - self.offset - self.window, 0)
+            return float(np.abs(np.diff(self.band[a:i - self.offset + 1])).max(initial=0))
+        return slope(p) < 0.5 * slope(self.last_mwi_peak)
+
+    def _search_back(self, settled):
+        if self.last_mwi_peak is None or len(self.rr) < 2:
+            return []
+        limit = 1.66 * float(np.mean(self.rr[-8:]))
+        if settled - self.last_mwi_peak < limit:
+            return []
+        best = [c for c in self.candidates if c[1] > 0.5 * self._threshold() and c[0] - self.last_mwi_peak >= self.refractory]
+        if not best:
+            return []
+        p, value = max(best, key=lambda c: c[1])
+        self.spki = 0.25 * value + 0.75 * self.spki
+        return self._hold(p, value)
+
+    def _accept(self, p):
+        self.tentative = None
+        if self.last_emitted is not None:
+            self.rr = (self.rr + [p - self.last_emitted])[-8:]
+        self.last_emitted = p
+        # The R peak: the largest band-passed deflection in the 250 ms before the integrator's peak,
+        # then the largest deflection of the raw signal within 50 ms of it, as the annotators mark it.
+        a = max(p - int(0.25 * self.fs) - self.offset, 0)
+        b = max(p - self.offset + 1, a + 1)
+        r = a + int(np.abs(self.band[a:b]).argmax())
+        r = int(refine_peaks(self.raw, [r], self.fs)[0]) + self.offset
+        if self.last_peak is not None and r - self.last_peak < self.refractory:
+            return []
+        self.last_peak = r
+        return [r]
+
+
+#: Every alarm threshold in one place, with where it comes from. Change them here.
+ALARM_THRESHOLDS = {
+    # Ventricular tachycardia: 3 or more consecutive ventricular beats at a rate above 100 bpm
+    # (ACC/AHA/ESC 2006 ventricular arrhythmia guideline; the MIT-BIH "(VT" rhythm label).
+    "vt_min_beats": 3, "vt_min_rate_bpm": 100,
+    # Couplet: exactly 2 consecutive ventricular beats. Bigeminy / trigeminy: a ventricular beat
+    # after every 1 / 2 other beats, alarmed after 3 such cycles (as bedside monitors do).
+    "pattern_cycles": 3,
+    # Frequent ectopy: more than this many S or V beats in the last minute (the common bedside
+    # default for a "PVCs/min high" alarm is 10).
+    "ectopic_per_min": 10,
+    # Tachycardia and bradycardia: mean rate over the last 8 beats above / below these (adult
+    # bedside defaults; AHA defines tachycardia above 100 and bradycardia below 60 bpm at rest).
+    "rate_beats": 8, "tachycardia_bpm": 120, "bradycardia_bpm": 50,
+    # Pause / asystole: no beat for this many seconds (3 s pause is the usual Holter/monitor
+    # criterion; asystole alarms at about 4 s on bedside monitors).
+    "pause_s": 3.0, "asystole_s": 4.0,
+    # Signal quality, judged on 1-s blocks: flat (lead off) when the peak-to-peak is below
+    # flat_mv; saturated when a run of identical samples at an extreme lasts saturation_s;
+    # noisy when the median absolute second difference exceeds noise_mv (clean ECG at 360 Hz
+    # sits near 0.005 mV). Arrhythmia alarms stay off while the signal is bad and for
+    # quality_hold_s after it recovers.
+    "flat_mv": 0.05, "saturation_s": 0.05, "noise_mv": 0.06, "quality_hold_s": 3.0,
+}
+
+ARRHYTHMIA_ALARMS = ["ventricular tachycardia", "couplet", "bigeminy", "trigeminy", "frequent ectopy",
+                     "tachycardia", "bradycardia", "pause", "asystole"]
+
+
+def block_quality(x, thresholds=ALARM_THRESHOLDS, fs=FS, adc_limits=None) -> str:
+    """Return the quality of one block of samples: "ok", "missing", "flat", "saturated" or "noisy"."""
+    x = np.asarray(x, dtype=np.float32)
+    if len(x) == 0:
+        return "ok"
+    if np.isnan(x).mean() > 0.1:
+        return "missing"
+    x = x[~np.isnan(x)]
+    if np.ptp(x) < thresholds["flat_mv"]:
+        return "flat"
+    run = max(int(thresholds["saturation_s"] * fs), 2)
+    if adc_limits is not None:
+        at_limit = (x <= adc_limits[0]) | (x >= adc_limits[1])
+    else:  # unknown ADC range: a flat run at the block's own extreme is a clipped signal
+        at_limit = (x >= x.max()) | (x <= x.min())
+    same = np.r_[False, np.diff(x) == 0] & at_limit
+    if len(x) >= run and np.lib.stride_tricks.sliding_window_view(same, run - 1).all(axis=1).any():
+        return "saturated"
+    if len(x) > 3 and np.median(np.abs(np.diff(x, 2))) > thresholds["noise_mv"]:
+        return "noisy"
+    return "ok"
+
+
+class Monitor:
+    """A bedside monitor for one patient's ECG stream: finds beats, classifies them, raises alarms.
+
+    Monitor(model, fs) takes chunks of any length (ints or floats, NaN for missing
+    samples) through push(samples) and returns the events decided so far, each a
+    dict with "type" ("beat", "alarm" or "signal_quality") and "time" in seconds
+    from the start of the stream:
+      beat: R-peak time, class, probabilities, and the delay from R peak to event;
+      alarm: kind (one of ARRHYTHMIA_ALARMS), start time and evidence;
+      signal_quality: kind ("missing", "flat", "saturated", "noisy" or "ok" when it recovers).
+    A beat is classified once its inputs exist: 1 s of signal after its R peak and
+    the next R peak (or 2 s without one). Memory is bounded: a few seconds of
+    signal and the last 32 beats. Arrhythmia alarms are suppressed while the signal
+    quality is bad.
+    """
+
+    MAX_WAIT_S = 2.0  # classify a beat without its next R peak after this long
+
+    def __init__(self, model, fs, thresholds=None, adc_limits=None, device="cpu"):
+        if not fs or fs <= 0:
+            raise ValueError(f"sampling rate must be positive, not {fs!r}")
+        self.model, self.fs, self.device = model, float(fs), torch.device(device)
+        self.model_fs = model.meta["fs"]
+        self.th = {**ALARM_THRESHOLDS, **(thresholds or {})}
+        self.adc_limits = adc_limits
+        self.detector = StreamingQRS(self.model_fs)
+        self.n_in = 0  # input samples seen
+        self.n = 0  # samples at the model's rate produced
+        self.last_in = None  # last input sample, for interpolation across chunks
+        self.buffer = np.zeros(0, np.float32)  # recent signal at the model's rate, NaN kept
+        self.buffer_start = 0
+        self.block = np.zeros(0, np.float32)  # samples of the current 1-s quality block
+        self.block_start = 0
+        self.quality, self.bad_until = "ok", -1.0
+        self.pending = []  # detected R peaks (samples at model rate) waiting to be classified
+        self.history, self.baselines = [], []  # context windows (and medians) of the last 32 beats
+        self.last_r = None
+        self.rr = []  # RR intervals (s) of the last LOCAL_RR_BEATS beats
+        self.recent = []  # (time, class, rr_prev) of the last beats, for rhythm alarms
+        self.active = set()  # alarms currently on
+
+    # -- input --------------------------------------------------------------------
+    def _resample(self, x):
+        """Linear interpolation onto the model's sampling grid, carried across chunks."""
+        if self.fs == self.model_fs:
+            return x
+        t_in = (self.n_in - 1 + np.arange(len(x) + 1)) / self.fs  # includes the previous sample
+        prev = self.last_in if self.last_in is not None else x[0]
+        xs = np.r_[prev, x]
+        start = self.n
+        end = int(np.floor((self.n_in + len(x) - 1) / self.fs * self.model_fs)) + 1
+        if end <= start:
+            return np.zeros(0, np.float32)
+        t_out = np.arange(start, end) / self.model_fs
+        good = ~np.isnan(xs)
+        out = np.interp(t_out, t_in, np.where(good, xs, 0)).astype(np.float32)
+        nan_near = np.interp(t_out, t_in, (~good).astype(float)) > 0  # keep missing samples missing
+        out[nan_near] = np.nan
+        return out
+
+    def push(self, samples) -> list:
+        """Feed the next chunk of samples (any length, int or float, NaN = missing); return new events."""
+        events, batch = self._ingest(samples)
+        probs = self._predict([batch])[0] if batch else None
+        return events + self._finish(batch, probs)
+
+    def _ingest(self, samples):
+        """Take in samples: quality events now, and the beats now ready for the model (or None)."""
+        x = np.asarray(samples, dtype=np.float64).ravel().astype(np.float32)
+        if x.size == 0:
+            return [], None
+        y = self._resample(x)
+        self.n_in += len(x)
+        self.last_in = x[-1]
+        if len(y) == 0:
+            return [], None
+        start = self.n
+        self.n += len(y)
+        self.buffer = np.concatenate([self.buffer, y])
+        events = self._quality(y, start)
+        self.pending += self.detector.feed(y)
+        batch = self._ready_beats()
+        keep = int((CONTEXT[0] + CONTEXT[1]) + 3 * self.model_fs)
+        if len(self.buffer) > keep:
+            self.buffer_start += len(self.buffer) - keep
+            self.buffer = self.buffer[-keep:]
+        return events, batch
+
+    def _predict(self, batches):
+        """Classify the ready beats of one or more monitors (sharing this model) in one call."""
+        contexts = np.concatenate([b["context"] for b in batches])
+        inputs = {k: np.concatenate([b["inputs"][k] for b in batches]) for k in batches[0]["inputs"]}
+        data = BeatSet.from_arrays(contexts, inputs, np.zeros(len(contexts), np.int64))
+        probs = predict(self.model, data, self.model.meta["input"], self.device)
+        return np.split(probs, np.cumsum([len(b["context"]) for b in batches])[:-1])
+
+    def _finish(self, batch, probs):
+        """Beat events and rhythm alarms for classified beats, then the alarms for missing beats."""
+        events = []
+        if batch:
+            for r, p, prev in zip(batch["peaks"], probs, batch["rr_prev"]):
+                t = r / self.model_fs
+                cls = CLASSES[int(p.argmax())]
+                events.append({"type": "beat", "time": t, "class": cls,
+                               "probabilities": dict(zip(CLASSES, map(float, p))),
+                               "delay_s": (batch["now"] - r) / self.model_fs, "quality": self.quality})
+                events += self._rhythm_alarms(t, cls, prev)
+        return events + self._timed_alarms()
+
+    # -- signal quality -----------------------------------------------------------
+    def _quality(self, y, start):
+        events, block = [], int(self.model_fs)
+        self.block = np.concatenate([self.block, y])
+        while len(self.block) >= block:
+            chunk, self.block = self.block[:block], self.block[block:]
+            t = self.block_start / self.model_fs
+            self.block_start += block
+            state = block_quality(chunk, self.th, self.model_fs, self.adc_limits)
+            if state != "ok":
+                self.bad_until = t + 1 + self.th["quality_hold_s"]
+                self.active -= set(ARRHYTHMIA_ALARMS)
+                self.recent = []  # beats found in a bad signal must not feed rhythm alarms later
+            if state != self.quality:
+                events.append({"type": "signal_quality", "time": t, "kind": state})
+                self.quality = state
+        return events
+
+    def _quality_ok(self, t):
+        return self.quality == "ok" and t >= self.bad_until
+
+    # -- beats --------------------------------------------------------------------
+    def _ready_beats(self):
+        """Model inputs for the detected beats whose next second of signal and next R peak exist."""
+        now = self.n
+        ready = []
+        while self.pending:
+            r = self.pending[0]
+            nxt = self.pending[1] if len(self.pending) > 1 else None
+            if now - r < CONTEXT[1] or (nxt is None and now - r < self.MAX_WAIT_S * self.model_fs):
+                break
+            ready.append((self.pending.pop(0), nxt))
+        if not ready:
+            return None
+        contexts, rr_prev, rr_next, rr_local = [], [], [], []
+        for r, nxt in ready:
+            lo = r - CONTEXT[0] - self.buffer_start
+            window = self.buffer[max(lo, 0):lo + CONTEXT[0] + CONTEXT[1]]
+            if lo < 0:  # the stream's first second: pad as the offline beat table does
+                window = np.r_[np.full(-lo, window[0] if len(window) else 0), window]
+            contexts.append(np.nan_to_num(window))
+            prev = (r - self.last_r) / self.model_fs if self.last_r is not None else np.nan
+            rr_prev.append(prev)
+            rr_local.append(np.mean(self.rr) if self.rr else np.nan)
+            rr_next.append((nxt - r) / self.model_fs if nxt is not None else np.nan)
+            if not np.isnan(prev):
+                self.rr = (self.rr + [prev])[-LOCAL_RR_BEATS:]
+            self.last_r = r
+        hist = len(self.history)
+        contexts = np.stack(contexts).astype(np.float32)
+        baselines = list(np.median(contexts, axis=1))
+        inputs = patient_inputs(np.concatenate([np.stack(self.history).reshape(hist, -1), contexts])
+                                if hist else contexts,
+                                np.r_[[np.nan] * hist, rr_prev], np.r_[[np.nan] * hist, rr_next],
+                                np.r_[[np.nan] * hist, rr_local], start=hist,
+                                baseline=np.r_[self.baselines, baselines])
+        # While fewer than TEMPLATE_BEATS beats have passed, the history starts with the stream's
+        # first beat, which causal_median repeats as padding, exactly as it does offline.
+        self.history = (self.history + list(contexts))[-TEMPLATE_BEATS:]
+        self.baselines = (self.baselines + baselines)[-TEMPLATE_BEATS:]
+        return {"peaks": [r for r, _ in ready], "context": contexts, "inputs": inputs,
+                "rr_prev": rr_prev, "now": now}
+
+    # -- alarms -------------------------------------------------------------------
+    def _raise(self, kind, t, evidence):
+        if kind in self.active:
+            return []
+        self.active.add(kind)
+        return [{"type": "alarm", "time": t, "kind": kind, "evidence": evidence}]
+
+    def _rhythm_alarms(self, t, cls, rr_prev):
+        th = self.th
+        if self.bad_until > t - (rr_prev if rr_prev == rr_prev else 0):
+            rr_prev = np.nan  # an interval that spans bad signal is no heart rate
+        self.recent = [b for b in self.recent if b[0] > t - 60] + [(t, cls, rr_prev)]
+        self.active -= {"pause", "asystole"}
+        if not self._quality_ok(t):
+            return []
+        events = []
+        classes = [b[1] for b in self.recent]
+        run = 0
+        for c in reversed(classes):
+            if c != "V":
+                break
+            run += 1
+        if run >= th["vt_min_beats"]:
+            rrs = [b[2] for b in self.recent[-run + 1:]]
+            rate = 60 / np.nanmean(rrs) if rrs and not np.all(np.isnan(rrs)) else 0
+            if rate > th["vt_min_rate_bpm"]:
+                events += self._raise("ventricular tachycardia", t, f"{run} V beats in a row at {rate:.0f} bpm")
+        else:
+            self.active.discard("ventricular tachycardia")
+            if classes[-3:-2] != ["V"] and classes[-2:] == ["V", "V"]:
+                self.active.discard("couplet")
+                events += self._raise("couplet", t, "2 consecutive V beats")
+        for kind, period in [("bigeminy", 2), ("trigeminy", 3)]:
+            n = th["pattern_cycles"] * period + 1
+            tail = classes[-n:]
+            pattern = len(tail) == n and all((c == "V") == ((n - 1 - i) % period == 0) for i, c in enumerate(tail))
+            if pattern:
+                events += self._raise(kind, t, f"a V beat after every {period - 1} other beat(s), "
+                                               f"{th['pattern_cycles']} cycles")
+            elif classes[-1] == "V" and kind in self.active and not pattern:
+                self.active.discard(kind)
+        ectopic = sum(c in ("S", "V") for c in classes)
+        if ectopic > th["ectopic_per_min"]:
+            events += self._raise("frequent ectopy", t, f"{ectopic} S/V beats in the last minute")
+        elif ectopic < th["ectopic_per_min"] // 2:
+            self.active.discard("frequent ectopy")
+        rrs = [b[2] for b in self.recent[-th["rate_beats"]:] if not np.isnan(b[2])]
+        if len(rrs) == th["rate_beats"]:
+            rate = 60 / np.mean(rrs)
+            for kind, on in [("tachycardia", rate > th["tachycardia_bpm"]), ("bradycardia", rate < th["bradycardia_bpm"])]:
+                if on:
+                    events += self._raise(kind, t, f"mean rate {rate:.0f} bpm over {len(rrs)} beats")
+                else:
+                    self.active.discard(kind)
+        return events
+
+    def _timed_alarms(self):
+        """Pause and asystole depend on beats that did not come, so they are checked on every push."""
+        now = self.n / self.model_fs
+        if self.detector.last_peak is None:
+            return []
+        last = self.detector.last_peak / self.model_fs
+        gap = now - last
+        if self.quality != "ok" or self.bad_until > last:  # a flat or missing signal is no asystole
+            return []
+        events = []
+        for kind in ("asystole", "pause"):
+            if gap > self.th[f"{kind}_s"]:
+                events += self._raise(kind, now, f"no beat for {gap:.1f} s")
+                break
+        return events
+
+
+class Ward:
+    """Many patients' monitors served together: each push classifies all their ready beats in one
+    model call, which is what lets one CPU core follow hundreds of streams.
+
+    ward = Ward(model); ward.add("bed 3", fs=250); ward.push({"bed 3": samples, ...})
+    returns {patient: events}, the same events each Monitor.push would return.
+    """
+
+    def __init__(self, model, device="cpu"):
+        self.model, self.device, self.monitors = model, device, {}
+
+    def add(self, patient, fs, **kwargs) -> Monitor:
+        self.monitors[patient] = Monitor(self.model, fs, device=self.device, **kwargs)
+        return self.monitors[patient]
+
+    def push(self, chunks) -> dict:
+        staged = {p: self.monitors[p]._ingest(x) for p, x in chunks.items()}
+        ready = [(p, b) for p, (_, b) in staged.items() if b]
+        probs = dict(zip([p for p, _ in ready], self.monitors[ready[0][0]]._predict([b for _, b in ready]))) \
+            if ready else {}
+        return {p: events + self.monitors[p]._finish(batch, probs.get(p)) for p, (events, batch) in staged.items()}
 
 
 # ----------------------------------------------------------------------------
