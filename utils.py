@@ -1177,17 +1177,19 @@ def classify_record(record_path, model, beats="reference", channel=None, annotat
 # ----------------------------------------------------------------------------
 
 class StreamingQRS:
-    """Pan-Tompkins QRS detection (Pan & Tompkins 1985) on a stream of 360-Hz samples.
+    """Pan-Tompkins QRS detection (Pan & Tompkins 1985) on a stream of samples.
 
     Written here because the well-kept detectors (wfdb's XQRS and gqrs, neurokit2,
     biosppy) all take a whole recording at once. Causal filters carry their state
-    across chunks; a peak is decided about 0.3 s after it (DECISION_DELAY_S), or,
-    for a missed beat found by the search-back, when the gap grows too long.
+    across chunks; a peak of the integrated signal is examined 0.25 s after it and
+    held another 0.25 s in case a larger peak (the QRS after a large P wave) replaces
+    it; a missed beat is searched back for when the gap grows too long. Decisions
+    are taken in time order, so the result does not depend on the chunk sizes.
     feed(x) takes the next samples and returns the R-peak positions decided now,
     as absolute sample indices of the stream.
     """
 
-    DECISION_DELAY_S = 0.25
+    DECISION_DELAY_S = 0.15
 
     def __init__(self, fs=FS):
         from scipy.signal import butter, sosfilt_zi
@@ -1236,21 +1238,23 @@ class StreamingQRS:
         if self.spki is None:
             if self.n < 2 * self.fs:  # learning phase: 2 s to set the first thresholds
                 return []
-            level = np.sqrt(self.mwi)
+            level = np.sqrt(self.mwi[:2 * int(self.fs)])  # the first 2 s, whatever the chunk size
             self.spki, self.npki = 0.25 * float(level.max()), 0.5 * float(level.mean())
         beats = []
-        settled = self.n - int(self.DECISION_DELAY_S * self.fs)
-        lo = max(self.checked - self.offset - 1, 0)
-        seg = self.mwi[lo:settled - self.offset + 1]
-        peaks, _ = find_peaks(seg, distance=self.refractory // 2)
+        # A peak counts once the integrator is known DECISION_DELAY_S plus a margin past it;
+        # find_peaks sees the margin on both sides, so a peak's neighbours are always in view.
+        margin = self.refractory // 2
+        settled = self.n - int(self.DECISION_DELAY_S * self.fs) - margin
+        lo = max(self.checked - self.offset - 1 - margin, 0)
+        seg = self.mwi[lo:settled + margin - self.offset + 1]
+        peaks, _ = find_peaks(seg, distance=margin)
         for p in peaks + lo + self.offset:
-            if p <= self.checked - 1 or p >= settled:
+            if p < self.checked or p >= settled:
                 continue
+            beats += self._advance(p)
             beats += self._consider(p, float(np.sqrt(self.mwi[p - self.offset])))
         self.checked = max(self.checked, settled)
-        if self.tentative is not None and settled - self.tentative[0] >= self.hold:
-            beats += self._accept(self.tentative[0])
-        beats += self._search_back(settled)
+        beats += self._advance(settled)
         if len(self.raw) > self.keep:
             cut = len(self.raw) - self.keep
             self.raw, self.band, self.mwi = self.raw[cut:], self.band[cut:], self.mwi[cut:]
@@ -1297,15 +1301,33 @@ class StreamingQRS:
             return float(np.abs(np.diff(self.band[a:i - self.offset + 1])).max(initial=0))
         return slope(p) < 0.5 * slope(self.last_mwi_peak)
 
-    def _search_back(self, settled):
-        if self.last_mwi_peak is None or len(self.rr) < 2:
-            return []
-        limit = 1.66 * float(np.mean(self.rr[-8:]))
-        if settled - self.last_mwi_peak < limit:
-            return []
-        best = [c for c in self.candidates if c[1] > 0.5 * self._threshold() and c[0] - self.last_mwi_peak >= self.refractory]
+    def _advance(self, until):
+        """Take the decisions due by sample `until` in time order, so chunk size never matters:
+        emit a held beat whose hold is over, or search back through a gap grown too long."""
+        out = []
+        while True:
+            if self.tentative is not None and self.tentative[0] + self.hold <= until:
+                out += self._accept(self.tentative[0])
+                continue
+            if self.last_mwi_peak is None or len(self.rr) < 2:
+                break
+            if self.last_mwi_peak + 1.66 * float(np.mean(self.rr[-8:])) > until:
+                break
+            found = self._search_back()
+            if found is None:
+                break
+            out += found
+        return out
+
+    def _search_back(self):
+        """The largest sub-threshold peak since the last beat, if above half the threshold (or None)."""
+        # Pan and Tompkins search back at half the threshold; searching at the very moment the gap
+        # grows too long, that picked up P waves in long pauses, so 0.7 here, and never within
+        # 360 ms of the last beat (its T wave).
+        best = [c for c in self.candidates if c[1] > 0.7 * self._threshold()
+                and c[0] - self.last_mwi_peak >= 0.36 * self.fs]
         if not best:
-            return []
+            return None
         p, value = max(best, key=lambda c: c[1])
         self.spki = 0.25 * value + 0.75 * self.spki
         return self._hold(p, value)
