@@ -1226,11 +1226,12 @@ class StreamingQRS:
             x = np.nan_to_num(x)
         band, self.zi = sosfilt(self.sos, x, zi=self.zi)
         band = band.astype(np.float32)
-        ext = np.concatenate([self.tail[-4:], band])
+        ext = np.concatenate([self.tail[:4], band])  # the last 4 band-passed samples
         deriv = (2 * ext[4:] + ext[3:-1] - ext[1:-3] - 2 * ext[:-4]) / 8
         sq = np.concatenate([self.tail[4:], deriv ** 2])
-        csum = np.cumsum(np.r_[0.0, sq])
-        mwi = ((csum[self.window:] - csum[:-self.window]) / self.window).astype(np.float32)
+        # a running sum would round differently for different chunkings; a convolution sums
+        # each window afresh, so the integrator is bit-for-bit the same whatever the chunks
+        mwi = np.convolve(sq, np.full(self.window, 1 / self.window, np.float32), "valid").astype(np.float32)
         self.tail = np.concatenate([ext[-4:], sq[len(sq) - self.window + 1:]])
         self.raw, self.band, self.mwi = (np.concatenate([self.raw, x]), np.concatenate([self.band, band]),
                                          np.concatenate([self.mwi, mwi]))
@@ -1247,7 +1248,13 @@ class StreamingQRS:
         settled = self.n - int(self.DECISION_DELAY_S * self.fs) - margin
         lo = max(self.checked - self.offset - 1 - margin, 0)
         seg = self.mwi[lo:settled + margin - self.offset + 1]
-        peaks, _ = find_peaks(seg, distance=margin)
+        peaks, _ = find_peaks(seg)
+        # keep a peak only if it is the first maximum within +-margin: a local rule, so the same
+        # peaks survive however the stream was cut (find_peaks' distance= depends on the segment)
+        peaks = peaks[(peaks >= margin) & (peaks < len(seg) - margin)]
+        if len(peaks):
+            windows = np.lib.stride_tricks.sliding_window_view(seg, 2 * margin + 1)[peaks - margin]
+            peaks = peaks[windows.argmax(axis=1) == margin]
         for p in peaks + lo + self.offset:
             if p < self.checked or p >= settled:
                 continue
