@@ -990,26 +990,17 @@ MATCH_WINDOW_S = 0.15
 
 
 def match_beats(reference, detected, fs, window_s=MATCH_WINDOW_S):
-    """Pair detected with reference beat positions (samples), each at most once, nearest first,
-    within window_s. Returns (ref_index, det_index) arrays of the matched pairs."""
-    reference, detected = np.asarray(reference), np.asarray(detected)
+    """Pair detected with reference beat positions (samples), each at most once, within window_s,
+    with wfdb's Comparitor (the bxb-style matcher). Returns (ref_index, det_index) of the pairs."""
+    from wfdb.processing import Comparitor
+
+    reference, detected = np.asarray(reference, dtype=int), np.asarray(detected, dtype=int)
     if len(reference) == 0 or len(detected) == 0:
         return np.zeros(0, int), np.zeros(0, int)
-    pos = np.searchsorted(reference, detected)
-    candidates = []
-    for offset in (-1, 0):
-        j = np.clip(pos + offset, 0, len(reference) - 1)
-        candidates.append((np.abs(reference[j] - detected), j))
-    dist = np.minimum(candidates[0][0], candidates[1][0])
-    ref_idx = np.where(candidates[0][0] <= candidates[1][0], candidates[0][1], candidates[1][1])
-    order = np.argsort(dist, kind="stable")
-    used_ref, pairs = set(), []
-    for d in order:
-        if dist[d] <= window_s * fs and ref_idx[d] not in used_ref:
-            used_ref.add(ref_idx[d])
-            pairs.append((ref_idx[d], d))
-    pairs.sort()
-    return (np.array([p[0] for p in pairs], int), np.array([p[1] for p in pairs], int))
+    comparison = Comparitor(reference, detected, int(round(window_s * fs)))
+    comparison.compare()
+    ref_idx = np.flatnonzero(comparison.matching_sample_nums >= 0)
+    return ref_idx, comparison.matching_sample_nums[ref_idx].astype(int)
 
 
 def vf_spans(symbols, samples) -> list:
