@@ -485,7 +485,20 @@ def causal_median(x, n=TEMPLATE_BEATS, start=0) -> np.ndarray:
     return np.median(windows, axis=-1).astype(np.float32)
 
 
-def patient_inputs(context, rr_prev, rr_next, rr_local, start=0, baseline=None) -> dict:
+def beat_parts(context, baseline=None) -> tuple:
+    """Return (ctx, beat, amplitude) for context windows (n, 720) in mV: the windows less their
+    baseline (each row's median unless given), the beat window (n, 256) and the QRS peak-to-peak."""
+    context = np.asarray(context, dtype=np.float32)
+    centre = context.shape[1] // 2
+    if baseline is None:
+        baseline = np.median(context, axis=1)
+    ctx = context - np.asarray(baseline, dtype=np.float32)[:, None]  # baseline wander: median of 2 s
+    beat = ctx[:, centre - BEAT_WINDOW[0]:centre + BEAT_WINDOW[1]]
+    qrs = ctx[:, centre - QRS_HALF:centre + QRS_HALF]
+    return ctx, beat, qrs.max(axis=1) - qrs.min(axis=1)
+
+
+def patient_inputs(context, rr_prev, rr_next, rr_local) -> dict:
     """Return the signal model's inputs for one record's beats, in time order.
 
     context: (n, 720) channel-0 windows in mV around each R peak; RR values in seconds.
@@ -494,23 +507,20 @@ def patient_inputs(context, rr_prev, rr_next, rr_local, start=0, baseline=None) 
     the last 32 beats), a second channel holds the beat minus the median of those
     32 beats, and RR intervals are divided by the local average RR. Per-beat
     z-scoring would erase the amplitude that marks V beats.
-    Rows before start serve only as history (a live monitor passes its last beats);
-    the result covers rows start..n-1. baseline: each row's median, if already known.
-    Returns {"beat": (m, 2, 256), "context": (m, 1, 180), "rhythm": (m, 4)}, float32.
+    The first beat of the record stands in for the beats before it; a live monitor
+    computes the same numbers beat by beat (_ward_inputs).
+    Returns {"beat": (n, 2, 256), "context": (n, 1, 180), "rhythm": (n, 4)}, float32.
     """
-    context = np.asarray(context, dtype=np.float32)
-    centre = context.shape[1] // 2
-    if baseline is None:
-        baseline = np.median(context, axis=1)
-    ctx = context - np.asarray(baseline, dtype=np.float32)[:, None]  # baseline wander: median of 2 s
-    beat = ctx[:, centre - BEAT_WINDOW[0]:centre + BEAT_WINDOW[1]]
-    qrs = ctx[:, centre - QRS_HALF:centre + QRS_HALF]
-    amplitude = qrs.max(axis=1) - qrs.min(axis=1)
-    typical = np.maximum(causal_median(amplitude, start=start), 0.05)[:, None]  # never divide by noise
-    template = causal_median(beat, start=start)
-    ctx, beat, amplitude = ctx[start:], beat[start:], amplitude[start:]
-    rr_prev, rr_next = np.asarray(rr_prev, dtype=np.float64)[start:], np.asarray(rr_next, dtype=np.float64)[start:]
-    reference = np.asarray(rr_local, dtype=np.float64)[start:].copy()
+    ctx, beat, amplitude = beat_parts(context)
+    return _inputs_from_parts(ctx, beat, amplitude, causal_median(amplitude), causal_median(beat),
+                              rr_prev, rr_next, rr_local)
+
+
+def _inputs_from_parts(ctx, beat, amplitude, typical, template, rr_prev, rr_next, rr_local) -> dict:
+    """The model inputs from beat_parts, the causal medians of amplitude and beat, and RR values."""
+    typical = np.maximum(typical, 0.05)[:, None]  # never divide by noise
+    rr_prev, rr_next = np.asarray(rr_prev, dtype=np.float64), np.asarray(rr_next, dtype=np.float64)
+    reference = np.asarray(rr_local, dtype=np.float64).copy()
     for fallback in (rr_prev, rr_next):  # the first beats of a record have no local average yet
         reference = np.where(np.isnan(reference), fallback, reference)
     reference = np.clip(np.nan_to_num(reference, nan=0.8), 0.2, 3.0)
@@ -596,10 +606,16 @@ class ImageCNN(nn.Module):
 
 
 class SignalCNN(nn.Module):
-    """A 1-D CNN on the patient-scaled beat (and beat minus template), a 2-s context, and rhythm."""
+    """A 1-D CNN on the patient-scaled beat (and beat minus template), a 2-s context, and rhythm.
 
-    def __init__(self, n_classes=5, width=32, n_rhythm=len(RHYTHM_FEATURES)):
+    rr_next_cap_s: if set, the model sees the RR interval to the next beat only up to this many
+    seconds (longer ones as equal to it), so a live monitor can classify a beat at most
+    rr_next_cap_s plus the detector's decision time after it, without waiting for a slow next beat.
+    """
+
+    def __init__(self, n_classes=5, width=32, n_rhythm=len(RHYTHM_FEATURES), rr_next_cap_s=None):
         super().__init__()
+        self.rr_next_cap_s = rr_next_cap_s
         self.beat = nn.Sequential(_conv_block(2, width // 2, 1, 7), _conv_block(width // 2, width, 1, 5),
                                   _conv_block(width, 2 * width, 1, 5), _conv_block(2 * width, 2 * width, 1, 3))
         self.context = nn.Sequential(_conv_block(1, width // 2, 1, 7), _conv_block(width // 2, width, 1, 5),
@@ -608,7 +624,13 @@ class SignalCNN(nn.Module):
         self.head = nn.Sequential(nn.Linear(4 * width + 2 * width + 16, 64), nn.ReLU(), nn.Dropout(0.3),
                                   nn.Linear(64, n_classes))
 
+    def extra_repr(self):
+        return f"rr_next_cap_s={self.rr_next_cap_s}"
+
     def forward(self, beat, context, rhythm):
+        if self.rr_next_cap_s:  # rhythm[:, 1] is rr_next / local RR, rhythm[:, 2] the local RR in s
+            rhythm = torch.cat([rhythm[:, :1], torch.minimum(rhythm[:, 1:2], self.rr_next_cap_s / rhythm[:, 2:3]),
+                                rhythm[:, 2:]], 1)
         b, c = self.beat(beat), self.context(context)
         pooled = [b.mean(2), b.amax(2), c.mean(2), c.amax(2), self.rhythm(rhythm)]
         return self.head(torch.cat(pooled, 1))
@@ -782,7 +804,8 @@ def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None):
     ckpt = Path(checkpoint_dir) / f"{name}.ckpt" if checkpoint_dir else None
     if ckpt is not None and ckpt.is_file():
         state = load_checkpoint(ckpt)
-        if state["cfg"] == {k: cfg[k] for k in sorted(cfg)}:
+        # resume only the same run: same settings and the same architecture (repr includes its options)
+        if state["cfg"] == {k: cfg[k] for k in sorted(cfg)} and state.get("model_repr") == repr(model):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None:
@@ -825,7 +848,8 @@ def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None):
               f"val macro-F1 {row['val_macro_f1']:.3f}, {row['seconds']:.0f} s")
         if ckpt is not None:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"cfg": {k: cfg[k] for k in sorted(cfg)}, "epoch": epoch, "model": model.state_dict(),
+            torch.save({"cfg": {k: cfg[k] for k in sorted(cfg)}, "model_repr": repr(model), "epoch": epoch,
+                        "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict() if scheduler else None,
                         "history": history, "best_score": best_score, "best_state": best_state},
@@ -1080,13 +1104,14 @@ def refine_peaks(signal, samples, fs, half_width_s=0.05) -> np.ndarray:
     return np.clip(samples + deviation.argmax(1) - half, 0, len(signal) - 1)
 
 
-def detect_beats(signal, fs) -> np.ndarray:
+def detect_beats(signal, fs, **settings) -> np.ndarray:
     """Return the R-peak sample positions that the monitor's StreamingQRS finds in a whole signal.
 
     The same detector as the live monitor, fed 10-s chunks, so offline scores are
-    the monitor's. NaN samples count as 0 (no beat is found in them).
+    the monitor's. NaN samples count as 0 (no beat is found in them). settings:
+    StreamingQRS constants to change for this call (for sensitivity checks).
     """
-    detector = StreamingQRS(fs)
+    detector = StreamingQRS(fs, **settings)
     step = int(10 * fs)
     signal = np.asarray(signal, dtype=np.float32)
     peaks = [p for i in range(0, len(signal), step) for p in detector.feed(signal[i:i + step])]
@@ -1172,25 +1197,38 @@ class StreamingQRS:
 
     Written here because the well-kept detectors (wfdb's XQRS and gqrs, neurokit2,
     biosppy) all take a whole recording at once. Causal filters carry their state
-    across chunks; a peak of the integrated signal is examined 0.25 s after it and
-    held another 0.25 s in case a larger peak (the QRS after a large P wave) replaces
-    it; a missed beat is searched back for when the gap grows too long. Decisions
+    across chunks; a peak of the integrated signal is examined 0.1 s after it (once
+    its neighbours are in) and held 0.25 s in case a larger peak (the QRS after a
+    large P wave) replaces it, so a beat is decided about 0.45 s after its R peak;
+    a missed beat is searched back for when the gap grows too long. Decisions
     are taken in time order, so the result does not depend on the chunk sizes.
     feed(x) takes the next samples and returns the R-peak positions decided now,
     as absolute sample indices of the stream.
     """
 
-    DECISION_DELAY_S = 0.15
+    # The settings, developed on the 48 MIT-BIH records (as Pan and Tompkins' were); change them
+    # per detector with StreamingQRS(fs, NAME=value).
+    REFRACTORY_S = 0.2  # no second beat within this of a beat
+    HOLD_S = 0.25  # a tentative beat waits this long for a larger neighbour
+    T_WAVE_S = 0.36  # a peak this soon after a beat, with less than T_SLOPE of its slope, is its T wave
+    T_SLOPE = 0.5
+    SEARCH_BACK = 0.7  # search back for a missed beat at this fraction of the threshold ...
+    RR_MISSED = 1.66  # ... once this many mean RR intervals have passed without a beat
+    R_SEARCH_END_S = 0.03  # the R peak is not looked for in the integrator peak's last 30 ms
 
-    def __init__(self, fs=FS):
+    def __init__(self, fs=FS, **settings):
         from scipy.signal import butter, sosfilt_zi
 
+        for name, value in settings.items():
+            if not name.isupper() or not hasattr(StreamingQRS, name):
+                raise ValueError(f"StreamingQRS has no setting {name!r}")
+            setattr(self, name, value)
         self.fs = fs
         self.sos = butter(2, [5, 15], btype="bandpass", fs=fs, output="sos")
         self.zi = sosfilt_zi(self.sos) * 0
         self.window = int(round(0.15 * fs))  # moving-window integration, 150 ms
-        self.refractory = int(round(0.2 * fs))
-        self.hold = int(round(0.25 * fs))  # a tentative beat waits this long for a larger neighbour
+        self.refractory = int(round(self.REFRACTORY_S * fs))
+        self.hold = int(round(self.HOLD_S * fs))
         self.keep = int(round(3.0 * fs))  # samples of history held: bounded memory
         self.raw = np.zeros(0, np.float32)
         self.band = np.zeros(0, np.float32)
@@ -1208,22 +1246,40 @@ class StreamingQRS:
         self.candidates = []  # (index, value) of sub-threshold MWI peaks since the last beat
 
     def feed(self, x) -> list:
-        from scipy.signal import find_peaks, sosfilt
+        return StreamingQRS.feed_many([self], np.asarray(x, dtype=np.float32)[None])[0]
 
-        x = np.asarray(x, dtype=np.float32)
-        if len(x) == 0:
-            return []
-        if np.isnan(x).any():
-            x = np.nan_to_num(x)
-        band, self.zi = sosfilt(self.sos, x, zi=self.zi)
+    @staticmethod
+    def feed_many(detectors, chunks) -> list:
+        """Feed equal-length chunks (p, n) to p detectors of one sampling rate; return each one's new
+        R peaks. The band-pass filter runs on all rows in one call, which is what lets one core follow
+        a ward of streams; the results are the same as feeding each detector alone."""
+        from scipy.signal import sosfilt
+
+        chunks = np.asarray(chunks, dtype=np.float32)
+        if chunks.shape[1] == 0:
+            return [[] for _ in detectors]
+        if np.isnan(chunks).any():
+            chunks = np.nan_to_num(chunks)
+        band, zi = sosfilt(detectors[0].sos, chunks, axis=1, zi=np.stack([d.zi for d in detectors], axis=1))
         band = band.astype(np.float32)
-        ext = np.concatenate([self.tail[:4], band])  # the last 4 band-passed samples
-        deriv = (2 * ext[4:] + ext[3:-1] - ext[1:-3] - 2 * ext[:-4]) / 8
-        sq = np.concatenate([self.tail[4:], deriv ** 2])
-        # a running sum would round differently for different chunkings; a convolution sums
-        # each window afresh, so the integrator is bit-for-bit the same whatever the chunks
-        mwi = np.convolve(sq, np.full(self.window, 1 / self.window, np.float32), "valid").astype(np.float32)
-        self.tail = np.concatenate([ext[-4:], sq[len(sq) - self.window + 1:]])
+        tails = np.stack([d.tail for d in detectors])
+        ext = np.concatenate([tails[:, :4], band], axis=1)  # the last 4 band-passed samples
+        sq = np.concatenate([tails[:, 4:], ((2 * ext[:, 4:] + ext[:, 3:-1] - ext[:, 1:-3] - 2 * ext[:, :-4]) / 8) ** 2],
+                            axis=1)
+        width = detectors[0].window
+        kernel = np.full(width, 1 / width, np.float32)
+        out = []
+        for k, d in enumerate(detectors):
+            d.zi, d.tail = zi[:, k].copy(), np.concatenate([ext[k, -4:], sq[k, sq.shape[1] - width + 1:]])
+            # a running sum would round differently for different chunkings; a convolution sums
+            # each window afresh, so the integrator is bit-for-bit the same whatever the chunks
+            mwi = np.convolve(sq[k], kernel, "valid").astype(np.float32)
+            out.append(d._decide(chunks[k], band[k], mwi))
+        return out
+
+    def _decide(self, x, band, mwi) -> list:
+        from scipy.signal import find_peaks
+
         self.raw, self.band, self.mwi = (np.concatenate([self.raw, x]), np.concatenate([self.band, band]),
                                          np.concatenate([self.mwi, mwi]))
         self.n += len(x)
@@ -1233,21 +1289,19 @@ class StreamingQRS:
             level = np.sqrt(self.mwi[:2 * int(self.fs)])  # the first 2 s, whatever the chunk size
             self.spki, self.npki = 0.25 * float(level.max()), 0.5 * float(level.mean())
         beats = []
-        # A peak counts once the integrator is known DECISION_DELAY_S plus a margin past it;
-        # find_peaks sees the margin on both sides, so a peak's neighbours are always in view.
+        # A peak counts once the integrator is known a margin past it; find_peaks sees the
+        # margin on both sides, so a peak's neighbours are always in view.
         margin = self.refractory // 2
-        settled = self.n - int(self.DECISION_DELAY_S * self.fs) - margin
+        settled = self.n - margin
         lo = max(self.checked - self.offset - 1 - margin, 0)
         seg = self.mwi[lo:settled + margin - self.offset + 1]
         peaks, _ = find_peaks(seg)
         # keep a peak only if it is the first maximum within +-margin: a local rule, so the same
         # peaks survive however the stream was cut (find_peaks' distance= depends on the segment)
-        peaks = peaks[(peaks >= margin) & (peaks < len(seg) - margin)]
-        if len(peaks):
-            windows = np.lib.stride_tricks.sliding_window_view(seg, 2 * margin + 1)[peaks - margin]
-            peaks = peaks[windows.argmax(axis=1) == margin]
-        for p in peaks + lo + self.offset:
-            if p < self.checked or p >= settled:
+        for k in peaks:
+            p = k + lo + self.offset
+            if p < self.checked or p >= settled or k < margin or k >= len(seg) - margin \
+                    or seg[k - margin:k + margin + 1].argmax() != margin:
                 continue
             beats += self._advance(p)
             beats += self._consider(p, float(np.sqrt(self.mwi[p - self.offset])))
@@ -1264,10 +1318,9 @@ class StreamingQRS:
 
     def _consider(self, p, value):
         if self.tentative is not None and p - self.tentative[0] < self.hold:
-            # A P wave was taken first: the QRS right after it wins. Past the refractory period
-            # only a much larger peak replaces a small tentative beat (a long PR interval).
-            small = self.tentative[1] < 0.5 * self.spki and value > 2 * self.tentative[1]
-            if value > self.tentative[1] and (p - self.tentative[0] < self.refractory or small):
+            # A larger peak within the hold wins: a large P wave was taken first and the QRS
+            # follows it (record 108), or the first peak was the start of a wide complex.
+            if value > self.tentative[1]:
                 self.tentative = (p, value)
                 self.last_mwi_peak = p
                 return []
@@ -1276,7 +1329,8 @@ class StreamingQRS:
         if self.last_mwi_peak is not None and p - self.last_mwi_peak < self.refractory:
             return []
         if value > self._threshold():
-            if self.last_mwi_peak is not None and p - self.last_mwi_peak < 0.36 * self.fs and self._is_t_wave(p):
+            if self.last_mwi_peak is not None and p - self.last_mwi_peak < self.T_WAVE_S * self.fs \
+                    and self._is_t_wave(p):
                 self.npki = 0.125 * value + 0.875 * self.npki
                 return []
             self.spki = 0.125 * value + 0.875 * self.spki
@@ -1293,11 +1347,12 @@ class StreamingQRS:
         self.candidates = [c for c in self.candidates if c[0] > p]
         return out
 
+    def _slope(self, i):
+        a = max(i - self.offset - self.window, 0)
+        return float(np.abs(np.diff(self.band[a:i - self.offset + 1])).max(initial=0))
+
     def _is_t_wave(self, p):
-        def slope(i):
-            a = max(i - self.offset - self.window, 0)
-            return float(np.abs(np.diff(self.band[a:i - self.offset + 1])).max(initial=0))
-        return slope(p) < 0.5 * slope(self.last_mwi_peak)
+        return self._slope(p) < self.T_SLOPE * self._slope(self.last_mwi_peak)
 
     def _advance(self, until):
         """Take the decisions due by sample `until` in time order, so chunk size never matters:
@@ -1309,7 +1364,8 @@ class StreamingQRS:
                 continue
             if self.last_mwi_peak is None or len(self.rr) < 2:
                 break
-            if self.last_mwi_peak + 1.66 * float(np.mean(self.rr[-8:])) > until:
+            due = self.last_mwi_peak + self.RR_MISSED * sum(self.rr) / len(self.rr)  # the last 8
+            if due > until:
                 break
             found = self._search_back()
             if found is None:
@@ -1322,8 +1378,8 @@ class StreamingQRS:
         # Pan and Tompkins search back at half the threshold; searching at the very moment the gap
         # grows too long, that picked up P waves in long pauses, so 0.7 here, and never within
         # 360 ms of the last beat (its T wave).
-        best = [c for c in self.candidates if c[1] > 0.7 * self._threshold()
-                and c[0] - self.last_mwi_peak >= 0.36 * self.fs]
+        best = [c for c in self.candidates if c[1] > self.SEARCH_BACK * self._threshold()
+                and c[0] - self.last_mwi_peak >= self.T_WAVE_S * self.fs]
         if not best:
             return None
         p, value = max(best, key=lambda c: c[1])
@@ -1335,12 +1391,20 @@ class StreamingQRS:
         if self.last_emitted is not None:
             self.rr = (self.rr + [p - self.last_emitted])[-8:]
         self.last_emitted = p
-        # The R peak: the largest band-passed deflection in the 250 ms before the integrator's peak,
-        # then the largest deflection of the raw signal within 50 ms of it, as the annotators mark it.
+        # The R peak: the largest band-passed deflection in the 250 ms before the integrator's peak
+        # (less its last R_SEARCH_END_S: the causal integrator peaks as the complex ends, and its
+        # tail is not the R wave), then the largest deflection of the raw signal within 50 ms of it,
+        # as the annotators mark it.
         a = max(p - int(0.25 * self.fs) - self.offset, 0)
-        b = max(p - self.offset + 1, a + 1)
+        b = max(p - int(self.R_SEARCH_END_S * self.fs) - self.offset + 1, a + 1)
         r = a + int(np.abs(self.band[a:b]).argmax())
-        r = int(refine_peaks(self.raw, [r], self.fs)[0]) + self.offset
+        half = int(round(0.05 * self.fs))
+        if half <= r < len(self.raw) - half:  # refine_peaks for one peak, without its padding
+            window = self.raw[r - half:r + half + 1]
+            r += int(np.abs(window - np.partition(window, half)[half]).argmax()) - half
+        else:
+            r = int(refine_peaks(self.raw, [r], self.fs)[0])
+        r += self.offset
         if self.last_peak is not None and r - self.last_peak < self.refractory:
             return []
         self.last_peak = r
@@ -1361,6 +1425,9 @@ ALARM_THRESHOLDS = {
     # Tachycardia and bradycardia: mean rate over the last 8 beats above / below these (adult
     # bedside defaults; AHA defines tachycardia above 100 and bradycardia below 60 bpm at rest).
     "rate_beats": 8, "tachycardia_bpm": 120, "bradycardia_bpm": 50,
+    # ... and a rate alarm ends only once the rate is this far back inside the limits (hysteresis),
+    # so a rate hovering at a limit is one alarm.
+    "rate_hysteresis_bpm": 5,
     # Pause / asystole: no beat for this many seconds (3 s pause is the usual Holter/monitor
     # criterion; asystole alarms at about 4 s on bedside monitors).
     "pause_s": 3.0, "asystole_s": 4.0,
@@ -1370,7 +1437,15 @@ ALARM_THRESHOLDS = {
     # sits near 0.005 mV). Arrhythmia alarms stay off while the signal is bad and for
     # quality_hold_s after it recovers.
     "flat_mv": 0.05, "saturation_s": 0.05, "noise_mv": 0.06, "quality_hold_s": 3.0,
+    # Re-alarm hold-off: an alarm that has ended and comes back within this many seconds of its
+    # last announcement is reported with announced=False (logged, no new sound), so a rhythm that
+    # flips back and forth gives one alarm, not dozens (repeat alarms feed alarm fatigue: Drew et
+    # al., PLoS One 2014). Life-threatening alarms (ventricular tachycardia, asystole) use the
+    # shorter hold-off. A project choice, not a standard: bedside monitors make it configurable.
+    "realarm_s": 60.0, "realarm_critical_s": 10.0,
 }
+
+CRITICAL_ALARMS = {"ventricular tachycardia", "asystole"}
 
 ARRHYTHMIA_ALARMS = ["ventricular tachycardia", "couplet", "bigeminy", "trigeminy", "frequent ectopy",
                      "tachycardia", "bradycardia", "pause", "asystole"]
@@ -1392,7 +1467,8 @@ def block_quality(x, thresholds=ALARM_THRESHOLDS, fs=FS, adc_limits=None) -> str
     else:  # unknown ADC range: a flat run at the block's own extreme is a clipped signal
         at_limit = (x >= x.max()) | (x <= x.min())
     same = np.r_[False, np.diff(x) == 0] & at_limit
-    if len(x) >= run and np.lib.stride_tricks.sliding_window_view(same, run - 1).all(axis=1).any():
+    if len(x) >= run and same.sum() >= run - 1 \
+            and np.lib.stride_tricks.sliding_window_view(same, run - 1).all(axis=1).any():
         return "saturated"
     if len(x) > 3 and np.median(np.abs(np.diff(x, 2))) > thresholds["noise_mv"]:
         return "noisy"
@@ -1407,15 +1483,20 @@ class Monitor:
     dict with "type" ("beat", "alarm" or "signal_quality") and "time" in seconds
     from the start of the stream:
       beat: R-peak time, class, probabilities, and the delay from R peak to event;
-      alarm: kind (one of ARRHYTHMIA_ALARMS), start time and evidence;
+      alarm: kind (one of ARRHYTHMIA_ALARMS), start time, evidence, and announced (False
+        for the same alarm back within its re-alarm hold-off: logged, not sounded);
       signal_quality: kind ("missing", "flat", "saturated", "noisy" or "ok" when it recovers).
     A beat is classified once its inputs exist: 1 s of signal after its R peak and
-    the next R peak (or 2 s without one). Memory is bounded: a few seconds of
+    the next R peak, or, when that is slow to come, once the model no longer needs
+    it: a model with rr_next_cap_s sees the next RR interval only up to that cap,
+    so its beats wait at most the cap plus the detector's decision time (otherwise
+    2 s, then classified as if the next RR were usual). Memory is bounded: a few seconds of
     signal and the last 32 beats. Arrhythmia alarms are suppressed while the signal
     quality is bad.
     """
 
     MAX_WAIT_S = 2.0  # classify a beat without its next R peak after this long
+    NEXT_BEAT_DECIDED_S = 0.5  # the detector decides a beat about 0.45 s after its R peak
 
     def __init__(self, model, fs, thresholds=None, adc_limits=None, device="cpu"):
         if not fs or fs <= 0:
@@ -1434,11 +1515,12 @@ class Monitor:
         self.block_start = 0
         self.quality, self.bad_until = "ok", -1.0
         self.pending = []  # detected R peaks (samples at model rate) waiting to be classified
-        self.history, self.baselines = [], []  # context windows (and medians) of the last 32 beats
+        self.history, self.amplitudes = [], []  # beat windows and QRS amplitudes of the last 32 beats
         self.last_r = None
         self.rr = []  # RR intervals (s) of the last LOCAL_RR_BEATS beats
         self.recent = []  # (time, class, rr_prev) of the last beats, for rhythm alarms
         self.active = set()  # alarms currently on
+        self.announced = {}  # when each kind of alarm was last announced
 
     # -- input --------------------------------------------------------------------
     def _resample(self, x):
@@ -1461,39 +1543,22 @@ class Monitor:
 
     def push(self, samples) -> list:
         """Feed the next chunk of samples (any length, int or float, NaN = missing); return new events."""
-        events, batch = self._ingest(samples)
-        probs = self._predict([batch])[0] if batch else None
-        return events + self._finish(batch, probs)
+        return _push_many([self], [samples])[0]
 
-    def _ingest(self, samples):
-        """Take in samples: quality events now, and the beats now ready for the model (or None)."""
+    def _take(self, samples):
+        """Take in samples: return (signal-quality events, the new samples at the model's rate)."""
         x = np.asarray(samples, dtype=np.float64).ravel().astype(np.float32)
         if x.size == 0:
-            return [], None
+            return [], x
         y = self._resample(x)
         self.n_in += len(x)
         self.last_in = x[-1]
         if len(y) == 0:
-            return [], None
+            return [], y
         start = self.n
         self.n += len(y)
         self.buffer = np.concatenate([self.buffer, y])
-        events = self._quality(y, start)
-        self.pending += self.detector.feed(y)
-        batch = self._ready_beats()
-        keep = int((CONTEXT[0] + CONTEXT[1]) + 3 * self.model_fs)
-        if len(self.buffer) > keep:
-            self.buffer_start += len(self.buffer) - keep
-            self.buffer = self.buffer[-keep:]
-        return events, batch
-
-    def _predict(self, batches):
-        """Classify the ready beats of one or more monitors (sharing this model) in one call."""
-        contexts = np.concatenate([b["context"] for b in batches])
-        inputs = {k: np.concatenate([b["inputs"][k] for b in batches]) for k in batches[0]["inputs"]}
-        data = BeatSet.from_arrays(contexts, inputs, np.zeros(len(contexts), np.int64))
-        probs = predict(self.model, data, self.model.meta["input"], self.device)
-        return np.split(probs, np.cumsum([len(b["context"]) for b in batches])[:-1])
+        return self._quality(y, start), y
 
     def _finish(self, batch, probs):
         """Beat events and rhythm alarms for classified beats, then the alarms for missing beats."""
@@ -1533,14 +1598,18 @@ class Monitor:
     def _ready_beats(self):
         """Model inputs for the detected beats whose next second of signal and next R peak exist."""
         now = self.n
+        cap = getattr(self.model, "rr_next_cap_s", None)
+        wait = (cap + self.NEXT_BEAT_DECIDED_S if cap else self.MAX_WAIT_S) * self.model_fs
         ready = []
         while self.pending:
             r = self.pending[0]
             nxt = self.pending[1] if len(self.pending) > 1 else None
-            if now - r < CONTEXT[1] or (nxt is None and now - r < self.MAX_WAIT_S * self.model_fs):
+            if now - r < CONTEXT[1] or (nxt is None and now - r < wait):
                 break
             ready.append((self.pending.pop(0), nxt))
+        keep = int((CONTEXT[0] + CONTEXT[1]) + 3 * self.model_fs)
         if not ready:
+            self._trim(keep)
             return None
         contexts, rr_prev, rr_next, rr_local = [], [], [], []
         for r, nxt in ready:
@@ -1552,31 +1621,31 @@ class Monitor:
             prev = (r - self.last_r) / self.model_fs if self.last_r is not None else np.nan
             rr_prev.append(prev)
             rr_local.append(np.mean(self.rr) if self.rr else np.nan)
-            rr_next.append((nxt - r) / self.model_fs if nxt is not None else np.nan)
+            # no next beat by now: with a capped model the RR is at least the cap, which is all it sees
+            rr_next.append((nxt - r) / self.model_fs if nxt is not None else (cap or np.nan))
             if not np.isnan(prev):
                 self.rr = (self.rr + [prev])[-LOCAL_RR_BEATS:]
             self.last_r = r
-        hist = len(self.history)
         contexts = np.stack(contexts).astype(np.float32)
-        baselines = list(np.median(contexts, axis=1))
-        inputs = patient_inputs(np.concatenate([np.stack(self.history).reshape(hist, -1), contexts])
-                                if hist else contexts,
-                                np.r_[[np.nan] * hist, rr_prev], np.r_[[np.nan] * hist, rr_next],
-                                np.r_[[np.nan] * hist, rr_local], start=hist,
-                                baseline=np.r_[self.baselines, baselines])
-        # While fewer than TEMPLATE_BEATS beats have passed, the history starts with the stream's
-        # first beat, which causal_median repeats as padding, exactly as it does offline.
-        self.history = (self.history + list(contexts))[-TEMPLATE_BEATS:]
-        self.baselines = (self.baselines + baselines)[-TEMPLATE_BEATS:]
-        return {"peaks": [r for r, _ in ready], "context": contexts, "inputs": inputs,
-                "rr_prev": rr_prev, "now": now}
+        self._trim(keep)
+        return {"peaks": [r for r, _ in ready], "context": contexts, "rr_prev": rr_prev, "rr_next": rr_next,
+                "rr_local": rr_local, "now": now}
+
+    def _trim(self, keep):
+        if len(self.buffer) > keep:
+            self.buffer_start += len(self.buffer) - keep
+            self.buffer = self.buffer[-keep:]
 
     # -- alarms -------------------------------------------------------------------
     def _raise(self, kind, t, evidence):
         if kind in self.active:
             return []
         self.active.add(kind)
-        return [{"type": "alarm", "time": t, "kind": kind, "evidence": evidence}]
+        hold = self.th["realarm_critical_s" if kind in CRITICAL_ALARMS else "realarm_s"]
+        announced = t - self.announced.get(kind, -np.inf) >= hold
+        if announced:
+            self.announced[kind] = t
+        return [{"type": "alarm", "time": t, "kind": kind, "evidence": evidence, "announced": announced}]
 
     def _rhythm_alarms(self, t, cls, rr_prev):
         th = self.th
@@ -1620,10 +1689,12 @@ class Monitor:
         rrs = [b[2] for b in self.recent[-th["rate_beats"]:] if not np.isnan(b[2])]
         if len(rrs) == th["rate_beats"]:
             rate = 60 / np.mean(rrs)
-            for kind, on in [("tachycardia", rate > th["tachycardia_bpm"]), ("bradycardia", rate < th["bradycardia_bpm"])]:
+            margin = th["rate_hysteresis_bpm"]
+            for kind, on, off in [("tachycardia", rate > th["tachycardia_bpm"], rate < th["tachycardia_bpm"] - margin),
+                                  ("bradycardia", rate < th["bradycardia_bpm"], rate > th["bradycardia_bpm"] + margin)]:
                 if on:
                     events += self._raise(kind, t, f"mean rate {rate:.0f} bpm over {len(rrs)} beats")
-                else:
+                elif off:
                     self.active.discard(kind)
         return events
 
@@ -1645,8 +1716,9 @@ class Monitor:
 
 
 class Ward:
-    """Many patients' monitors served together: each push classifies all their ready beats in one
-    model call, which is what lets one CPU core follow hundreds of streams.
+    """Many patients' monitors served together: each push runs the QRS filters, the beats'
+    patient-relative inputs and the model once for all patients, which is what lets one CPU core
+    follow more than a thousand streams.
 
     ward = Ward(model); ward.add("bed 3", fs=250); ward.push({"bed 3": samples, ...})
     returns {patient: events}, the same events each Monitor.push would return.
@@ -1660,11 +1732,66 @@ class Ward:
         return self.monitors[patient]
 
     def push(self, chunks) -> dict:
-        staged = {p: self.monitors[p]._ingest(x) for p, x in chunks.items()}
-        ready = [(p, b) for p, (_, b) in staged.items() if b]
-        probs = dict(zip([p for p, _ in ready], self.monitors[ready[0][0]]._predict([b for _, b in ready]))) \
-            if ready else {}
-        return {p: events + self.monitors[p]._finish(batch, probs.get(p)) for p, (events, batch) in staged.items()}
+        unknown = [p for p in chunks if p not in self.monitors]
+        if unknown:
+            raise KeyError(f"no monitor for patient(s) {unknown}: add them first with ward.add(patient, fs)")
+        patients = list(chunks)
+        return dict(zip(patients, _push_many([self.monitors[p] for p in patients], [chunks[p] for p in patients])))
+
+
+def _push_many(monitors, chunks) -> list:
+    """Push one chunk into each monitor (all sharing one model); return each monitor's events.
+
+    Monitor.push and Ward.push both come here, so a monitor gives the same events alone or on a
+    ward. The work that numpy and the model do faster in bulk is done once for all monitors: the
+    QRS filters, the beats' patient-relative inputs and the model call; the per-patient decisions
+    (peaks, rhythm, alarms) stay per monitor.
+    """
+    staged = [m._take(x) for m, x in zip(monitors, chunks)]
+    groups = {}
+    for i, (_, y) in enumerate(staged):
+        if len(y):
+            groups.setdefault((monitors[i].model_fs, len(y)), []).append(i)
+    for idx in groups.values():
+        found = StreamingQRS.feed_many([monitors[i].detector for i in idx], np.stack([staged[i][1] for i in idx]))
+        for i, peaks in zip(idx, found):
+            monitors[i].pending += peaks
+    batches = [m._ready_beats() if len(y) else None for m, (_, y) in zip(monitors, staged)]
+    ready = [i for i, b in enumerate(batches) if b]
+    probs = [None] * len(monitors)
+    if ready:
+        inputs = _ward_inputs([monitors[i] for i in ready], [batches[i] for i in ready])
+        contexts = np.concatenate([batches[i]["context"] for i in ready])
+        model = monitors[ready[0]].model
+        data = BeatSet.from_arrays(contexts, inputs, np.zeros(len(contexts), np.int64))
+        out = predict(model, data, model.meta["input"], monitors[ready[0]].device)
+        for i, p in zip(ready, np.split(out, np.cumsum([len(batches[i]["context"]) for i in ready])[:-1])):
+            probs[i] = p
+    return [events + m._finish(b, p) for m, (events, _), b, p in zip(monitors, staged, batches, probs)]
+
+
+def _ward_inputs(monitors, batches) -> dict:
+    """patient_inputs for the ready beats of several monitors at once, each beat compared with its
+    own patient's previous TEMPLATE_BEATS beats (kept by its monitor); the same numbers as offline."""
+    contexts = np.concatenate([b["context"] for b in batches])
+    ctx, beat, amplitude = beat_parts(contexts, np.median(contexts, axis=1))
+    beat_rows, amplitude_rows, row = [], [], 0
+    for m, b in zip(monitors, batches):
+        n = len(b["context"])
+        beats, amplitudes = m.history + list(np.array(beat[row:row + n])), m.amplitudes + list(amplitude[row:row + n])
+        for j in range(len(m.history), len(beats)):
+            # causal_median's rule: the previous TEMPLATE_BEATS beats, the stream's first beat
+            # standing in for those before it
+            past = [max(k, 0) for k in range(j - TEMPLATE_BEATS, j)]
+            beat_rows += [beats[k] for k in past]
+            amplitude_rows += [amplitudes[k] for k in past]
+        m.history = beats[-TEMPLATE_BEATS:]
+        m.amplitudes = amplitudes[-TEMPLATE_BEATS:]
+        row += n
+    template = np.median(np.stack(beat_rows).reshape(len(contexts), TEMPLATE_BEATS, -1), axis=1)
+    typical = np.median(np.asarray(amplitude_rows, dtype=np.float32).reshape(len(contexts), TEMPLATE_BEATS), axis=1)
+    rr = {k: np.concatenate([b[k] for b in batches]) for k in ("rr_prev", "rr_next", "rr_local")}
+    return _inputs_from_parts(ctx, beat, amplitude, typical, template, rr["rr_prev"], rr["rr_next"], rr["rr_local"])
 
 
 # ----------------------------------------------------------------------------

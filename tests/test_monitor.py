@@ -34,6 +34,23 @@ def test_detection_does_not_depend_on_chunk_size(record):
         assert other == results[0]
 
 
+def test_detecting_many_streams_at_once_equals_one_at_a_time():
+    signals = [utils.read_signal(SHARED / str(r))[0][: 360 * 60] for r in (100, 203, 208)]
+    alone = [stream(utils.StreamingQRS(), x, 90) for x in signals]
+    together, detectors = [[] for _ in signals], [utils.StreamingQRS() for _ in signals]
+    for i in range(0, 360 * 60, 90):
+        for k, peaks in enumerate(utils.StreamingQRS.feed_many(detectors, np.stack([x[i:i + 90] for x in signals]))):
+            together[k] += peaks
+    assert together == alone
+
+
+def test_detector_settings_are_checked_by_name(rec100):
+    with pytest.raises(ValueError, match="HOLD"):
+        utils.StreamingQRS(360, HOLD=0.3)
+    # a setting changes this detector only
+    assert utils.StreamingQRS(360, HOLD_S=0.3).hold == 108 and utils.StreamingQRS(360).hold == 90
+
+
 def test_detection_finds_the_reference_beats(rec100):
     peaks = np.array(stream(utils.StreamingQRS(), rec100, 360))
     ref = utils.load_beats([100])["sample"].to_numpy()
@@ -123,13 +140,13 @@ def test_memory_stays_bounded(model, rec100):
 
 def beats_to_alarms(classes, rr):
     monitor = utils.Monitor.__new__(utils.Monitor)
-    monitor.th, monitor.recent, monitor.active = dict(utils.ALARM_THRESHOLDS), [], set()
+    monitor.th, monitor.recent, monitor.active, monitor.announced = dict(utils.ALARM_THRESHOLDS), [], set(), {}
     monitor.quality, monitor.bad_until = "ok", -1
     events, t = [], 0.0
     for c in classes:
         t += rr
         events += monitor._rhythm_alarms(t, c, rr)
-    return [e["kind"] for e in events]
+    return [e["kind"] for e in events if e["announced"]]
 
 
 def test_rhythm_alarms():
@@ -144,6 +161,15 @@ def test_rhythm_alarms():
     assert "frequent ectopy" in beats_to_alarms("NS" * 12, 0.8)
 
 
+def test_a_flapping_rhythm_alarms_once_per_hold_off():
+    # a couplet every 10 beats at 75 bpm: one couplet every 8 s
+    flapping = "NNNNNNNNVV" * 30  # 4 minutes
+    assert beats_to_alarms(flapping, 0.8).count("couplet") == 4  # at 0, 64, 128, 192 s (60-s hold-off)
+    # VT is critical: its hold-off is 10 s, so runs 16 s apart each alarm
+    runs = ("N" * 16 + "VVVV") * 6  # at 0.4 s per beat, a run every 8 s
+    assert beats_to_alarms(runs, 0.4).count("ventricular tachycardia") == 6 // 2
+
+
 def test_pause_alarm_fires_on_a_real_gap(model, rec100):
     x = rec100[: 360 * 60].copy()
     # remove five seconds of beats but keep a live, low-amplitude signal (not a flat line)
@@ -151,6 +177,18 @@ def test_pause_alarm_fires_on_a_real_gap(model, rec100):
     events = stream(utils.Monitor(model, 360), x, 90)
     kinds = [e["kind"] for e in events if e["type"] == "alarm"]
     assert "pause" in kinds or "asystole" in kinds
+
+
+def test_a_capped_model_bounds_the_delay(rec100):
+    capped = utils.load_model(utils.model_path("recommended"))
+    capped.rr_next_cap_s = 0.7  # the model sees the next RR only up to 0.7 s
+    beats = [e for e in stream(utils.Monitor(capped, 360), rec100, 90) if e["type"] == "beat"]
+    delays = np.array([b["delay_s"] for b in beats if b["time"] > 3])  # after the detector's 2-s start-up
+    assert delays.max() <= max(1.0, 0.7 + utils.Monitor.NEXT_BEAT_DECIDED_S) + 0.25 + 1e-9
+    # the same labels as classifying the detected beats offline, where every next beat is known
+    peaks = np.array([round(b["time"] * 360) for b in beats])
+    offline = utils.classify_beats(capped, rec100, peaks).argmax(1)
+    assert np.mean([b["class"] == utils.CLASSES[i] for b, i in zip(beats, offline)]) > 0.99
 
 
 def test_a_ward_gives_each_patient_the_events_of_its_own_monitor(model, rec100):
@@ -165,6 +203,8 @@ def test_a_ward_gives_each_patient_the_events_of_its_own_monitor(model, rec100):
         out = ward.push({"a": x[second * 360:(second + 1) * 360], "b": y[second * 250:(second + 1) * 250]})
         for patient, events in out.items():
             together[patient] += events
+    with pytest.raises(KeyError, match="ward.add"):
+        ward.push({"c": x[:360]})
     for mine, theirs in zip(alone, [together["a"], together["b"]]):
         assert [e["type"] for e in mine] == [e["type"] for e in theirs]
         for e, f in zip(mine, theirs):
