@@ -473,15 +473,15 @@ QRS_HALF = 18
 RHYTHM_FEATURES = ["rr_prev / local RR", "rr_next / local RR", "local RR (s)", "amplitude / typical"]
 
 
-def causal_median(x, n=TEMPLATE_BEATS, start=0) -> np.ndarray:
-    """Return, for each row i >= start of x, the median of rows i-n .. i-1 (the past only).
+def causal_median(x, n=TEMPLATE_BEATS) -> np.ndarray:
+    """Return, for each row i of x, the median of rows i-n .. i-1 (the past only).
 
     Before n beats have passed, the missing history is filled with copies of the
     first beat, so row 0 gets itself; a live monitor fills its history the same way.
     """
     x = np.asarray(x, dtype=np.float32)
     padded = np.concatenate([np.repeat(x[:1], n, axis=0), x])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, n, axis=0)[start:len(x)]
+    windows = np.lib.stride_tricks.sliding_window_view(padded, n, axis=0)[:len(x)]
     return np.median(windows, axis=-1).astype(np.float32)
 
 
@@ -995,11 +995,13 @@ def bootstrap_by_record(beats_df, n_boot=1000, seed=0, level=0.95) -> pd.DataFra
     stats = _ec57_from_counts(totals)
     block = totals[:, :5, :5]
     tp = np.diagonal(block, axis1=1, axis2=2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = 2 * tp / (block.sum(1) + block.sum(2))
+    # F1 = 2 TP / (beats of the class + calls of it); 0 when both are 0, as scikit-learn's
+    # zero_division=0 gives the point estimate (macro_f1), so interval and estimate agree
+    denominator = block.sum(1) + block.sum(2)
+    f1 = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
     for i, c in enumerate(CLASSES[:4]):
         stats[f"F1 {c}"] = f1[:, i]
-    stats["macro-F1"] = np.nanmean(f1[:, :4], axis=1)
+    stats["macro-F1"] = f1[:, :4].mean(axis=1)
     alpha = (1 - level) / 2
     return pd.DataFrame({name: {"low": np.nanquantile(v, alpha), "high": np.nanquantile(v, 1 - alpha)}
                          for name, v in stats.items()}).T
@@ -1098,9 +1100,12 @@ def refine_peaks(signal, samples, fs, half_width_s=0.05) -> np.ndarray:
         signal = np.nan_to_num(signal)
     half = int(round(half_width_s * fs))
     samples = np.clip(np.asarray(samples, dtype=int), 0, len(signal) - 1)
-    padded = np.pad(signal, half, mode="edge")
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)[samples]
-    deviation = np.abs(windows - np.median(windows, axis=1, keepdims=True))
+    # the +-half windows, repeating the edge samples at the ends (cost per peak, not per sample:
+    # the live detector refines one peak at a time in a 3-s buffer)
+    windows = signal[np.clip(samples[:, None] + np.arange(-half, half + 1), 0, len(signal) - 1)]
+    # the window's median: its middle value (the length is odd), which np.partition finds without
+    # np.median's overhead, paid once per beat by the live detector
+    deviation = np.abs(windows - np.partition(windows, half, axis=1)[:, half:half + 1])
     return np.clip(samples + deviation.argmax(1) - half, 0, len(signal) - 1)
 
 
@@ -1398,13 +1403,7 @@ class StreamingQRS:
         a = max(p - int(0.25 * self.fs) - self.offset, 0)
         b = max(p - int(self.R_SEARCH_END_S * self.fs) - self.offset + 1, a + 1)
         r = a + int(np.abs(self.band[a:b]).argmax())
-        half = int(round(0.05 * self.fs))
-        if half <= r < len(self.raw) - half:  # refine_peaks for one peak, without its padding
-            window = self.raw[r - half:r + half + 1]
-            r += int(np.abs(window - np.partition(window, half)[half]).argmax()) - half
-        else:
-            r = int(refine_peaks(self.raw, [r], self.fs)[0])
-        r += self.offset
+        r = int(refine_peaks(self.raw, [r], self.fs)[0]) + self.offset
         if self.last_peak is not None and r - self.last_peak < self.refractory:
             return []
         self.last_peak = r

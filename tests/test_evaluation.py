@@ -48,6 +48,10 @@ def test_bootstrap_resamples_records_not_beats():
     assert ci.loc["VEB Se", "low"] == pytest.approx(0.0) and ci.loc["VEB Se", "high"] == pytest.approx(1.0)
     one = utils.bootstrap_by_record(good, n_boot=50)
     assert one.loc["VEB Se", "low"] == one.loc["VEB Se", "high"] == 1.0
+    # one patient: every resample is that patient, so the interval is the point estimate itself,
+    # with F1 0 for the classes it neither has nor was called (S, F), as score() counts them
+    assert one.loc["macro-F1", "low"] == one.loc["macro-F1", "high"] == pytest.approx(utils.score(good)["macro_f1"])
+    assert utils.score(good)["macro_f1"] == pytest.approx(0.5)
 
 
 def test_match_beats_pairs_each_beat_once_within_150_ms():
