@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 import wfdb
 
+import ekg.config
+import ekg.data
 import utils
 
 SHARED = utils.find_data_dir()
@@ -102,10 +104,10 @@ def copy_records(dest, records):
 
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(utils, "CACHE_DIR", tmp_path / "cache")
-    utils._load_record.cache_clear()
+    monkeypatch.setattr(ekg.config, "CACHE_DIR", tmp_path / "cache")
+    ekg.data._load_record.cache_clear()
     yield
-    utils._load_record.cache_clear()
+    ekg.data._load_record.cache_clear()
 
 
 def test_a_copy_elsewhere_builds_the_same_table(tmp_path, fresh_cache):

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
+import ekg.training
 import utils
 
 IMAGE_SPEC = dict(kind="image", window=[96, 96], ylim=list(utils.RENDER_YLIM), normalise=[0.5, 0.5], size=[48, 72])
@@ -110,12 +111,12 @@ def test_checkpoint_resume_repeats_an_uninterrupted_run(sets, tmp_path, monkeypa
             raise KeyboardInterrupt
         return real_predict(*args, **kwargs)
 
-    monkeypatch.setattr(utils, "predict", interrupted)
+    monkeypatch.setattr(ekg.training, "predict", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "b")
     half = utils.load_checkpoint(tmp_path / "b" / "m.ckpt")
     assert half["epoch"] == 0 and len(half["history"]) == 1
-    monkeypatch.setattr(utils, "predict", real_predict)
+    monkeypatch.setattr(ekg.training, "predict", real_predict)
     resumed = run(tmp_path / "b")
 
     assert resumed["epoch"] == straight["epoch"] == 1

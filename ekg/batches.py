@@ -1,0 +1,128 @@
+"""What a model takes in: a BeatSet (the beats of a split, their labels and model inputs, built on
+demand) and predict (class probabilities for every beat of a BeatSet).
+
+Both training and the live monitor use these, so they sit below the training loop.
+Imports: data, features, images, NumPy, pandas, torch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import CLASSES, CONTEXT, load_windows
+from .features import RECORDERS, load_inputs
+from .images import beat_images
+
+
+class BeatSet:
+    """Beats of a split with their labels and model inputs, built on demand.
+
+    frame: rows of load_split(...) (index = row of load_beats over the split's
+    records). Holds channel-0 context windows, patient-relative signal inputs and
+    integer labels in CLASSES order.
+    """
+
+    def __init__(self, frame, records):
+        rows = np.asarray(frame.index)
+        self.frame, self._records, self._rows = frame, list(records), rows
+        self.context = load_windows(records, *CONTEXT)[rows]
+        self.inputs = {k: v[rows] for k, v in load_inputs(records).items()}
+        self._image_cache, self._recorders = {}, None
+        self.labels = pd.Categorical(frame["aami"], categories=CLASSES).codes.astype(np.int64)
+
+    @classmethod
+    def from_arrays(cls, context, inputs, labels):
+        """A BeatSet from context windows, patient_inputs(...) and integer labels (no split frame)."""
+        data = cls.__new__(cls)
+        data.frame, data.context, data.inputs, data.labels, data._image_cache = None, context, inputs, labels, {}
+        data._records, data._rows, data._recorders = None, None, None
+        return data
+
+    def subset(self, mask) -> "BeatSet":
+        """The beats where mask is true (a fold's records, say), sharing nothing mutable with self."""
+        mask = np.asarray(mask, dtype=bool)
+        data = BeatSet.from_arrays(self.context[mask], {k: v[mask] for k, v in self.inputs.items()},
+                                   self.labels[mask])
+        data.frame = None if self.frame is None else self.frame[mask]
+        if self._recorders is not None or self._records is not None:
+            data._recorders = {name: {k: v[mask] for k, v in inputs.items()}
+                               for name, inputs in self.recorder_inputs().items()}
+        return data
+
+    def recorder_inputs(self) -> dict:
+        """{recorder: inputs} for every features.RECORDERS version of these beats (built on first
+        use; a BeatSet made from arrays has only the inputs it was given)."""
+        if self._recorders is None:
+            if self._records is None:
+                self._recorders = {"native": self.inputs}
+            else:
+                self._recorders = {name: self.inputs if name == "native" else
+                                   {k: v[self._rows] for k, v in load_inputs(self._records, name).items()}
+                                   for name in RECORDERS}
+        return self._recorders
+
+    def __len__(self):
+        return len(self.labels)
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=len(CLASSES))
+
+    def batch(self, spec, idx, augment=False, rng=None) -> list:
+        """Return the model's input tensors for beats idx, as spec (a model's "input" meta) says."""
+        if spec["kind"] == "signal":
+            if augment == "recorders":
+                out = self._recorder_batch(idx, rng)
+            else:
+                out = [self.inputs[k][idx] for k in ("beat", "context", "rhythm")]
+            if augment:  # gain changes and noise: robustness, not new patients
+                n = len(idx)
+                gain = rng.uniform(0.9, 1.1, (n, 1, 1)).astype(np.float32)
+                noise = rng.normal(0, 1, (n, 1, out[0].shape[2])) * rng.uniform(0, 0.05, (n, 1, 1))
+                # baseline wander left after the 2-s median: an offset and a slope across the window
+                ramp = np.linspace(-1, 1, out[0].shape[2])
+                wander = rng.normal(0, 0.05, (n, 1, 1)) * ramp + rng.normal(0, 0.03, (n, 1, 1))
+                beat = out[0] + (noise + wander).astype(np.float32)  # on both channels: the template is clean
+                beat[:, :1] *= gain  # the beat's own size against the patient's typical one
+                context = out[1] + (rng.normal(0, 0.1, (n, 1, 1)) * np.linspace(-1, 1, out[1].shape[2])).astype(np.float32)
+                out = [beat, context, out[2]]
+            return [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in out]
+        if augment:
+            return [beat_images(self.context[idx], spec, augment, rng)]
+        mean, std = spec["normalise"]
+        return [(self._images(spec)[idx].float() / 255 - mean) / std]
+
+    def _recorder_batch(self, idx, rng) -> list:
+        """Each beat's inputs from a randomly drawn recorder version (features.RECORDERS)."""
+        versions = self.recorder_inputs()
+        names = list(versions)
+        pick = rng.integers(0, len(names), len(idx))
+        out = [np.empty((len(idx),) + self.inputs[k].shape[1:], np.float32) for k in ("beat", "context", "rhythm")]
+        for v, name in enumerate(names):
+            chosen = pick == v
+            for array, k in zip(out, ("beat", "context", "rhythm")):
+                array[chosen] = versions[name][k][idx[chosen]]
+        return out
+
+    def _images(self, spec) -> torch.Tensor:
+        """All beats rendered once at the spec's size, as uint8: un-augmented epochs re-use them."""
+        key = repr(sorted(spec.items()))
+        if key not in self._image_cache:
+            plain = {**spec, "normalise": [0.0, 1 / 255]}  # keeps beat_images' output in 0..255
+            self._image_cache[key] = torch.cat([beat_images(self.context[i:i + 4096], plain).round().to(torch.uint8)
+                                                for i in range(0, len(self), 4096)])
+        return self._image_cache[key]
+
+
+def predict(model, data, spec, device=None, batch_size=1024) -> np.ndarray:
+    """Return class probabilities (n, 5) for every beat of a BeatSet."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            idx = np.arange(start, min(start + batch_size, len(data)))
+            inputs = [x.to(device) for x in data.batch(spec, idx)]
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                out.append(torch.softmax(model(*inputs).float(), 1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)

@@ -1,0 +1,131 @@
+"""The three networks (the seed's CNN, an image CNN, a signal CNN with rhythm inputs) and their
+files: saving, loading with weights_only=True, and where the trained ones live.
+
+Imports: config, data, features (the rhythm-input count), torch.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import config
+from .features import RHYTHM_FEATURES
+
+
+class SeedCNN(nn.Module):
+    """The seed's best model, as it was: two 3x3 convolutions of 4 filters on a 120x120 image,
+    each followed by ReLU and 2x2 max-pooling, dropout 0.5, one linear layer 3600 -> 5."""
+
+    def __init__(self, n_classes=5):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.dropout = nn.Dropout(0.5)
+        self.fc = nn.Linear(4 * 30 * 30, n_classes)
+
+    def forward(self, image):
+        x = F.max_pool2d(F.relu(self.conv1(image)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc(self.dropout(x.flatten(1)))
+
+
+def _conv_block(cin, cout, dims, kernel):
+    conv, bn, pool = ((nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d) if dims == 2
+                      else (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d))
+    return nn.Sequential(conv(cin, cout, kernel, padding=kernel // 2, bias=False), bn(cout),
+                         nn.ReLU(inplace=True), pool(2))
+
+
+class ImageCNN(nn.Module):
+    """An image CNN built for beat pictures: four conv-BN-ReLU-pool blocks, global pooling."""
+
+    def __init__(self, n_classes=5, width=16):
+        super().__init__()
+        chans = [1, width, 2 * width, 4 * width, 8 * width]
+        self.features = nn.Sequential(*[_conv_block(a, b, 2, 3) for a, b in zip(chans, chans[1:])])
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(2 * chans[-1], n_classes))
+
+    def forward(self, image):
+        x = self.features(image)
+        return self.head(torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1))
+
+
+class SignalCNN(nn.Module):
+    """A 1-D CNN on the patient-scaled beat (and beat minus template), a 2-s context, and rhythm.
+
+    rr_next_cap_s: if set, the model sees the RR interval to the next beat only up to this many
+    seconds (longer ones as equal to it), so a live monitor can classify a beat at most
+    rr_next_cap_s plus the detector's decision time after it, without waiting for a slow next beat.
+    """
+
+    def __init__(self, n_classes=5, width=32, n_rhythm=len(RHYTHM_FEATURES), rr_next_cap_s=None):
+        super().__init__()
+        self.rr_next_cap_s = rr_next_cap_s
+        self.beat = nn.Sequential(_conv_block(2, width // 2, 1, 7), _conv_block(width // 2, width, 1, 5),
+                                  _conv_block(width, 2 * width, 1, 5), _conv_block(2 * width, 2 * width, 1, 3))
+        self.context = nn.Sequential(_conv_block(1, width // 2, 1, 7), _conv_block(width // 2, width, 1, 5),
+                                     _conv_block(width, width, 1, 3))
+        self.rhythm = nn.Sequential(nn.Linear(n_rhythm, 16), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(4 * width + 2 * width + 16, 64), nn.ReLU(), nn.Dropout(0.3),
+                                  nn.Linear(64, n_classes))
+
+    def extra_repr(self):
+        return f"rr_next_cap_s={self.rr_next_cap_s}"
+
+    def forward(self, beat, context, rhythm):
+        if self.rr_next_cap_s:  # rhythm[:, 1] is rr_next / local RR, rhythm[:, 2] the local RR in s
+            rhythm = torch.cat([rhythm[:, :1], torch.minimum(rhythm[:, 1:2], self.rr_next_cap_s / rhythm[:, 2:3]),
+                                rhythm[:, 2:]], 1)
+        b, c = self.beat(beat), self.context(context)
+        pooled = [b.mean(2), b.amax(2), c.mean(2), c.amax(2), self.rhythm(rhythm)]
+        return self.head(torch.cat(pooled, 1))
+
+
+ARCHITECTURES = {"SeedCNN": SeedCNN, "ImageCNN": ImageCNN, "SignalCNN": SignalCNN}
+
+
+def load_checkpoint(path) -> dict:
+    """torch.load with weights_only=True: tensors and plain containers only, never pickled code.
+
+    Raises ValueError naming the file if it holds anything else.
+    """
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path} holds pickled Python objects, not only weights and plain data; "
+                         f"refusing to load it (weights_only=True)") from err
+
+
+def save_model(path, model, meta) -> Path:
+    """Save weights and plain-data metadata (no pickled code) so load_model can rebuild the model."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, path)
+    return path
+
+
+def load_model(path, device="cpu"):
+    """Return the model saved at path, in eval mode, with its metadata dict as model.meta.
+
+    meta holds the class order, sampling rate, input kind, window, normalisation,
+    training split and validation metrics.
+    """
+    saved = load_checkpoint(path)
+    meta = saved["meta"]
+    model = ARCHITECTURES[meta["arch"]](**meta.get("arch_kwargs", {}))
+    model.load_state_dict(saved["state_dict"])
+    model.meta = meta
+    return model.to(device).eval()
+
+
+def model_path(name) -> Path:
+    """Return models/NAME.pt under the output root, or the committed one in the repository."""
+    for base in (config.OUTPUT_ROOT, config.ROOT):
+        if (base / "models" / f"{name}.pt").is_file():
+            return base / "models" / f"{name}.pt"
+    return config.OUTPUT_ROOT / "models" / f"{name}.pt"

@@ -1,0 +1,19 @@
+"""The bedside monitor: streaming QRS detection, signal quality, clinical alarms, and the Monitor
+and Ward that put them together.
+
+    from ekg.models import load_model
+    from ekg.monitor import Monitor
+    monitor = Monitor(load_model("models/recommended.pt"), fs=250)
+    for event in monitor.push(samples):  # any chunk of samples, as they arrive
+        print(event)
+
+Imports torch, NumPy and SciPy, never torchvision, matplotlib, the training loop or the
+notebooks' utils.
+"""
+from .alarms import ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, CRITICAL_ALARMS, AlarmRules
+from .qrs import StreamingQRS, detect_beats
+from .quality import block_quality
+from .stream import Monitor, Ward
+
+__all__ = ["ALARM_THRESHOLDS", "ARRHYTHMIA_ALARMS", "CRITICAL_ALARMS", "AlarmRules", "StreamingQRS",
+           "detect_beats", "block_quality", "Monitor", "Ward"]

@@ -1,0 +1,138 @@
+"""Clinical alarms: every threshold with its source, and the rhythm rules that turn classified
+beats (and beats that did not come) into alarm events.
+
+Imports: NumPy only; the Monitor that uses these rules lives in monitor.stream.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+#: Every alarm threshold in one place, with where it comes from. Change them here.
+ALARM_THRESHOLDS = {
+    # Ventricular tachycardia: 3 or more consecutive ventricular beats at a rate above 100 bpm
+    # (ACC/AHA/ESC 2006 ventricular arrhythmia guideline; the MIT-BIH "(VT" rhythm label).
+    "vt_min_beats": 3, "vt_min_rate_bpm": 100,
+    # Couplet: exactly 2 consecutive ventricular beats. Bigeminy / trigeminy: a ventricular beat
+    # after every 1 / 2 other beats, alarmed after 3 such cycles (as bedside monitors do).
+    "pattern_cycles": 3,
+    # Frequent ectopy: more than this many S or V beats in the last minute (the common bedside
+    # default for a "PVCs/min high" alarm is 10).
+    "ectopic_per_min": 10,
+    # Tachycardia and bradycardia: mean rate over the last 8 beats above / below these (adult
+    # bedside defaults; AHA defines tachycardia above 100 and bradycardia below 60 bpm at rest).
+    "rate_beats": 8, "tachycardia_bpm": 120, "bradycardia_bpm": 50,
+    # ... and a rate alarm ends only once the rate is this far back inside the limits (hysteresis),
+    # so a rate hovering at a limit is one alarm.
+    "rate_hysteresis_bpm": 5,
+    # Pause / asystole: no beat for this many seconds (3 s pause is the usual Holter/monitor
+    # criterion; asystole alarms at about 4 s on bedside monitors).
+    "pause_s": 3.0, "asystole_s": 4.0,
+    # Signal quality, judged on 1-s blocks: flat (lead off) when the peak-to-peak is below
+    # flat_mv; saturated when a run of identical samples at an extreme lasts saturation_s;
+    # noisy when the median absolute second difference exceeds noise_mv (clean ECG at 360 Hz
+    # sits near 0.005 mV). Arrhythmia alarms stay off while the signal is bad and for
+    # quality_hold_s after it recovers.
+    "flat_mv": 0.05, "saturation_s": 0.05, "noise_mv": 0.06, "quality_hold_s": 3.0,
+    # Re-alarm hold-off: an alarm that has ended and comes back within this many seconds of its
+    # last announcement is reported with announced=False (logged, no new sound), so a rhythm that
+    # flips back and forth gives one alarm, not dozens (repeat alarms feed alarm fatigue: Drew et
+    # al., PLoS One 2014). Life-threatening alarms (ventricular tachycardia, asystole) use the
+    # shorter hold-off. A project choice, not a standard: bedside monitors make it configurable.
+    "realarm_s": 60.0, "realarm_critical_s": 10.0,
+}
+
+
+CRITICAL_ALARMS = {"ventricular tachycardia", "asystole"}
+
+
+ARRHYTHMIA_ALARMS = ["ventricular tachycardia", "couplet", "bigeminy", "trigeminy", "frequent ectopy",
+                     "tachycardia", "bradycardia", "pause", "asystole"]
+
+
+class AlarmRules:
+    """The rhythm rules of a Monitor: when to raise, hold off and end each clinical alarm.
+
+    A mixin: Monitor inherits it and supplies the state it reads and writes: th (the
+    thresholds), active (alarms now on), announced (when each kind last sounded), recent
+    ((time, class, rr_prev) of the last minute's beats), quality and bad_until (the signal
+    quality guard), n and model_fs (the stream clock) and detector (its last R peak).
+    """
+
+    # -- alarms -------------------------------------------------------------------
+    def _raise(self, kind, t, evidence):
+        if kind in self.active:
+            return []
+        self.active.add(kind)
+        hold = self.th["realarm_critical_s" if kind in CRITICAL_ALARMS else "realarm_s"]
+        announced = t - self.announced.get(kind, -np.inf) >= hold
+        if announced:
+            self.announced[kind] = t
+        return [{"type": "alarm", "time": t, "kind": kind, "evidence": evidence, "announced": announced}]
+
+    def _rhythm_alarms(self, t, cls, rr_prev):
+        th = self.th
+        if self.bad_until > t - (rr_prev if rr_prev == rr_prev else 0):
+            rr_prev = np.nan  # an interval that spans bad signal is no heart rate
+        self.recent = [b for b in self.recent if b[0] > t - 60] + [(t, cls, rr_prev)]
+        self.active -= {"pause", "asystole"}
+        if not self._quality_ok(t):
+            return []
+        events = []
+        classes = [b[1] for b in self.recent]
+        run = 0
+        for c in reversed(classes):
+            if c != "V":
+                break
+            run += 1
+        if run >= th["vt_min_beats"]:
+            rrs = [b[2] for b in self.recent[-run + 1:]]
+            rate = 60 / np.nanmean(rrs) if rrs and not np.all(np.isnan(rrs)) else 0
+            if rate > th["vt_min_rate_bpm"]:
+                events += self._raise("ventricular tachycardia", t, f"{run} V beats in a row at {rate:.0f} bpm")
+        else:
+            self.active.discard("ventricular tachycardia")
+            if classes[-3:-2] != ["V"] and classes[-2:] == ["V", "V"]:
+                self.active.discard("couplet")
+                events += self._raise("couplet", t, "2 consecutive V beats")
+        for kind, period in [("bigeminy", 2), ("trigeminy", 3)]:
+            n = th["pattern_cycles"] * period + 1
+            tail = classes[-n:]
+            pattern = len(tail) == n and all((c == "V") == ((n - 1 - i) % period == 0) for i, c in enumerate(tail))
+            if pattern:
+                events += self._raise(kind, t, f"a V beat after every {period - 1} other beat(s), "
+                                               f"{th['pattern_cycles']} cycles")
+            elif classes[-1] == "V" and kind in self.active and not pattern:
+                self.active.discard(kind)
+        ectopic = sum(c in ("S", "V") for c in classes)
+        if ectopic > th["ectopic_per_min"]:
+            events += self._raise("frequent ectopy", t, f"{ectopic} S/V beats in the last minute")
+        elif ectopic < th["ectopic_per_min"] // 2:
+            self.active.discard("frequent ectopy")
+        rrs = [b[2] for b in self.recent[-th["rate_beats"]:] if not np.isnan(b[2])]
+        if len(rrs) == th["rate_beats"]:
+            rate = 60 / np.mean(rrs)
+            margin = th["rate_hysteresis_bpm"]
+            for kind, on, off in [("tachycardia", rate > th["tachycardia_bpm"], rate < th["tachycardia_bpm"] - margin),
+                                  ("bradycardia", rate < th["bradycardia_bpm"], rate > th["bradycardia_bpm"] + margin)]:
+                if on:
+                    events += self._raise(kind, t, f"mean rate {rate:.0f} bpm over {len(rrs)} beats")
+                elif off:
+                    self.active.discard(kind)
+        return events
+
+    def _timed_alarms(self):
+        """Pause and asystole depend on beats that did not come, so they are checked on every push."""
+        now = self.n / self.model_fs
+        if self.detector.last_peak is None:
+            return []
+        last = self.detector.last_peak / self.model_fs
+        gap = now - last
+        if self.quality != "ok" or self.bad_until > last:  # a flat or missing signal is no asystole
+            return []
+        events = []
+        for kind in ("asystole", "pause"):
+            if gap > self.th[f"{kind}_s"]:
+                events += self._raise(kind, now, f"no beat for {gap:.1f} s")
+                break
+        return events

@@ -1,0 +1,259 @@
+"""The bedside monitor: one patient's stream (Monitor) or a ward of them (Ward), from raw samples
+to beat, alarm and signal-quality events.
+
+The top of the live path. Imports: data, features, batches (inputs and predict, not the
+training loop), monitor.qrs, monitor.quality, monitor.alarms, NumPy, torch. Never
+torchvision, matplotlib or the notebooks' utils.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..batches import BeatSet, predict
+from ..data import CLASSES, CONTEXT, LOCAL_RR_BEATS
+from ..features import TEMPLATE_BEATS, _inputs_from_parts, beat_parts
+from .alarms import ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, AlarmRules
+from .qrs import StreamingQRS
+from .quality import block_quality
+
+
+class Monitor(AlarmRules):
+    """A bedside monitor for one patient's ECG stream: finds beats, classifies them, raises alarms.
+
+    Monitor(model, fs) takes chunks of any length (ints or floats, NaN for missing
+    samples) through push(samples) and returns the events decided so far, each a
+    dict with "type" ("beat", "alarm" or "signal_quality") and "time" in seconds
+    from the start of the stream:
+      beat: R-peak time, class, probabilities, and the delay from R peak to event;
+      alarm: kind (one of ARRHYTHMIA_ALARMS), start time, evidence, and announced (False
+        for the same alarm back within its re-alarm hold-off: logged, not sounded);
+      signal_quality: kind ("missing", "flat", "saturated", "noisy" or "ok" when it recovers).
+    A beat is classified once its inputs exist: 1 s of signal after its R peak and
+    the next R peak, or, when that is slow to come, once the model no longer needs
+    it: a model with rr_next_cap_s sees the next RR interval only up to that cap,
+    so its beats wait at most the cap plus the detector's decision time (otherwise
+    2 s, then classified as if the next RR were usual). Memory is bounded: a few seconds of
+    signal and the last 32 beats. Arrhythmia alarms are suppressed while the signal
+    quality is bad.
+    """
+
+    MAX_WAIT_S = 2.0  # classify a beat without its next R peak after this long
+    NEXT_BEAT_DECIDED_S = 0.5  # the detector decides a beat about 0.45 s after its R peak
+
+    def __init__(self, model, fs, thresholds=None, adc_limits=None, device="cpu"):
+        if not fs or fs <= 0:
+            raise ValueError(f"sampling rate must be positive, not {fs!r}")
+        self.model, self.fs, self.device = model, float(fs), torch.device(device)
+        self.model_fs = model.meta["fs"]
+        self.th = {**ALARM_THRESHOLDS, **(thresholds or {})}
+        self.adc_limits = adc_limits
+        self.detector = StreamingQRS(self.model_fs)
+        self.n_in = 0  # input samples seen
+        self.n = 0  # samples at the model's rate produced
+        self.last_in = None  # last input sample, for interpolation across chunks
+        self.buffer = np.zeros(0, np.float32)  # recent signal at the model's rate, NaN kept
+        self.buffer_start = 0
+        self.block = np.zeros(0, np.float32)  # samples of the current 1-s quality block
+        self.block_start = 0
+        self.quality, self.bad_until = "ok", -1.0
+        self.pending = []  # detected R peaks (samples at model rate) waiting to be classified
+        self.history, self.amplitudes = [], []  # beat windows and QRS amplitudes of the last 32 beats
+        self.last_r = None
+        self.rr = []  # RR intervals (s) of the last LOCAL_RR_BEATS beats
+        self.recent = []  # (time, class, rr_prev) of the last beats, for rhythm alarms
+        self.active = set()  # alarms currently on
+        self.announced = {}  # when each kind of alarm was last announced
+
+    # -- input --------------------------------------------------------------------
+    def _resample(self, x):
+        """Linear interpolation onto the model's sampling grid, carried across chunks."""
+        if self.fs == self.model_fs:
+            return x
+        t_in = (self.n_in - 1 + np.arange(len(x) + 1)) / self.fs  # includes the previous sample
+        prev = self.last_in if self.last_in is not None else x[0]
+        xs = np.r_[prev, x]
+        start = self.n
+        end = int(np.floor((self.n_in + len(x) - 1) / self.fs * self.model_fs)) + 1
+        if end <= start:
+            return np.zeros(0, np.float32)
+        t_out = np.arange(start, end) / self.model_fs
+        good = ~np.isnan(xs)
+        out = np.interp(t_out, t_in, np.where(good, xs, 0)).astype(np.float32)
+        nan_near = np.interp(t_out, t_in, (~good).astype(float)) > 0  # keep missing samples missing
+        out[nan_near] = np.nan
+        return out
+
+    def push(self, samples) -> list:
+        """Feed the next chunk of samples (any length, int or float, NaN = missing); return new events."""
+        return _push_many([self], [samples])[0]
+
+    def _take(self, samples):
+        """Take in samples: return (signal-quality events, the new samples at the model's rate)."""
+        x = np.asarray(samples, dtype=np.float64).ravel().astype(np.float32)
+        if x.size == 0:
+            return [], x
+        y = self._resample(x)
+        self.n_in += len(x)
+        self.last_in = x[-1]
+        if len(y) == 0:
+            return [], y
+        start = self.n
+        self.n += len(y)
+        self.buffer = np.concatenate([self.buffer, y])
+        return self._quality(y, start), y
+
+    def _finish(self, batch, probs):
+        """Beat events and rhythm alarms for classified beats, then the alarms for missing beats."""
+        events = []
+        if batch:
+            for r, p, prev in zip(batch["peaks"], probs, batch["rr_prev"]):
+                t = r / self.model_fs
+                cls = CLASSES[int(p.argmax())]
+                events.append({"type": "beat", "time": t, "class": cls,
+                               "probabilities": dict(zip(CLASSES, map(float, p))),
+                               "delay_s": (batch["now"] - r) / self.model_fs, "quality": self.quality})
+                events += self._rhythm_alarms(t, cls, prev)
+        return events + self._timed_alarms()
+
+    # -- signal quality -----------------------------------------------------------
+    def _quality(self, y, start):
+        events, block = [], int(self.model_fs)
+        self.block = np.concatenate([self.block, y])
+        while len(self.block) >= block:
+            chunk, self.block = self.block[:block], self.block[block:]
+            t = self.block_start / self.model_fs
+            self.block_start += block
+            state = block_quality(chunk, self.th, self.model_fs, self.adc_limits)
+            if state != "ok":
+                self.bad_until = t + 1 + self.th["quality_hold_s"]
+                self.active -= set(ARRHYTHMIA_ALARMS)
+                self.recent = []  # beats found in a bad signal must not feed rhythm alarms later
+            if state != self.quality:
+                events.append({"type": "signal_quality", "time": t, "kind": state})
+                self.quality = state
+        return events
+
+    def _quality_ok(self, t):
+        return self.quality == "ok" and t >= self.bad_until
+
+    # -- beats --------------------------------------------------------------------
+    def _ready_beats(self):
+        """Model inputs for the detected beats whose next second of signal and next R peak exist."""
+        now = self.n
+        cap = getattr(self.model, "rr_next_cap_s", None)
+        wait = (cap + self.NEXT_BEAT_DECIDED_S if cap else self.MAX_WAIT_S) * self.model_fs
+        ready = []
+        while self.pending:
+            r = self.pending[0]
+            nxt = self.pending[1] if len(self.pending) > 1 else None
+            if now - r < CONTEXT[1] or (nxt is None and now - r < wait):
+                break
+            ready.append((self.pending.pop(0), nxt))
+        keep = int((CONTEXT[0] + CONTEXT[1]) + 3 * self.model_fs)
+        if not ready:
+            self._trim(keep)
+            return None
+        contexts, rr_prev, rr_next, rr_local = [], [], [], []
+        for r, nxt in ready:
+            lo = r - CONTEXT[0] - self.buffer_start
+            window = self.buffer[max(lo, 0):lo + CONTEXT[0] + CONTEXT[1]]
+            if lo < 0:  # the stream's first second: pad as the offline beat table does
+                window = np.r_[np.full(-lo, window[0] if len(window) else 0), window]
+            contexts.append(np.nan_to_num(window))
+            prev = (r - self.last_r) / self.model_fs if self.last_r is not None else np.nan
+            rr_prev.append(prev)
+            rr_local.append(np.mean(self.rr) if self.rr else np.nan)
+            # no next beat by now: with a capped model the RR is at least the cap, which is all it sees
+            rr_next.append((nxt - r) / self.model_fs if nxt is not None else (cap or np.nan))
+            if not np.isnan(prev):
+                self.rr = (self.rr + [prev])[-LOCAL_RR_BEATS:]
+            self.last_r = r
+        contexts = np.stack(contexts).astype(np.float32)
+        self._trim(keep)
+        return {"peaks": [r for r, _ in ready], "context": contexts, "rr_prev": rr_prev, "rr_next": rr_next,
+                "rr_local": rr_local, "now": now}
+
+    def _trim(self, keep):
+        if len(self.buffer) > keep:
+            self.buffer_start += len(self.buffer) - keep
+            self.buffer = self.buffer[-keep:]
+
+
+class Ward:
+    """Many patients' monitors served together: each push runs the QRS filters, the beats'
+    patient-relative inputs and the model once for all patients, which is what lets one CPU core
+    follow more than a thousand streams.
+
+    ward = Ward(model); ward.add("bed 3", fs=250); ward.push({"bed 3": samples, ...})
+    returns {patient: events}, the same events each Monitor.push would return.
+    """
+
+    def __init__(self, model, device="cpu"):
+        self.model, self.device, self.monitors = model, device, {}
+
+    def add(self, patient, fs, **kwargs) -> Monitor:
+        self.monitors[patient] = Monitor(self.model, fs, device=self.device, **kwargs)
+        return self.monitors[patient]
+
+    def push(self, chunks) -> dict:
+        unknown = [p for p in chunks if p not in self.monitors]
+        if unknown:
+            raise KeyError(f"no monitor for patient(s) {unknown}: add them first with ward.add(patient, fs)")
+        patients = list(chunks)
+        return dict(zip(patients, _push_many([self.monitors[p] for p in patients], [chunks[p] for p in patients])))
+
+
+def _push_many(monitors, chunks) -> list:
+    """Push one chunk into each monitor (all sharing one model); return each monitor's events.
+
+    Monitor.push and Ward.push both come here, so a monitor gives the same events alone or on a
+    ward. The work that numpy and the model do faster in bulk is done once for all monitors: the
+    QRS filters, the beats' patient-relative inputs and the model call; the per-patient decisions
+    (peaks, rhythm, alarms) stay per monitor.
+    """
+    staged = [m._take(x) for m, x in zip(monitors, chunks)]
+    groups = {}
+    for i, (_, y) in enumerate(staged):
+        if len(y):
+            groups.setdefault((monitors[i].model_fs, len(y)), []).append(i)
+    for idx in groups.values():
+        found = StreamingQRS.feed_many([monitors[i].detector for i in idx], np.stack([staged[i][1] for i in idx]))
+        for i, peaks in zip(idx, found):
+            monitors[i].pending += peaks
+    batches = [m._ready_beats() if len(y) else None for m, (_, y) in zip(monitors, staged)]
+    ready = [i for i, b in enumerate(batches) if b]
+    probs = [None] * len(monitors)
+    if ready:
+        inputs = _ward_inputs([monitors[i] for i in ready], [batches[i] for i in ready])
+        contexts = np.concatenate([batches[i]["context"] for i in ready])
+        model = monitors[ready[0]].model
+        data = BeatSet.from_arrays(contexts, inputs, np.zeros(len(contexts), np.int64))
+        out = predict(model, data, model.meta["input"], monitors[ready[0]].device)
+        for i, p in zip(ready, np.split(out, np.cumsum([len(batches[i]["context"]) for i in ready])[:-1])):
+            probs[i] = p
+    return [events + m._finish(b, p) for m, (events, _), b, p in zip(monitors, staged, batches, probs)]
+
+
+def _ward_inputs(monitors, batches) -> dict:
+    """patient_inputs for the ready beats of several monitors at once, each beat compared with its
+    own patient's previous TEMPLATE_BEATS beats (kept by its monitor); the same numbers as offline."""
+    contexts = np.concatenate([b["context"] for b in batches])
+    ctx, beat, amplitude = beat_parts(contexts, np.median(contexts, axis=1))
+    beat_rows, amplitude_rows, row = [], [], 0
+    for m, b in zip(monitors, batches):
+        n = len(b["context"])
+        beats, amplitudes = m.history + list(np.array(beat[row:row + n])), m.amplitudes + list(amplitude[row:row + n])
+        for j in range(len(m.history), len(beats)):
+            # causal_median's rule: the previous TEMPLATE_BEATS beats, the stream's first beat
+            # standing in for those before it
+            past = [max(k, 0) for k in range(j - TEMPLATE_BEATS, j)]
+            beat_rows += [beats[k] for k in past]
+            amplitude_rows += [amplitudes[k] for k in past]
+        m.history = beats[-TEMPLATE_BEATS:]
+        m.amplitudes = amplitudes[-TEMPLATE_BEATS:]
+        row += n
+    template = np.median(np.stack(beat_rows).reshape(len(contexts), TEMPLATE_BEATS, -1), axis=1)
+    typical = np.median(np.asarray(amplitude_rows, dtype=np.float32).reshape(len(contexts), TEMPLATE_BEATS), axis=1)
+    rr = {k: np.concatenate([b[k] for b in batches]) for k in ("rr_prev", "rr_next", "rr_local")}
+    return _inputs_from_parts(ctx, beat, amplitude, typical, template, rr["rr_prev"], rr["rr_next"], rr["rr_local"])

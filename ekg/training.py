@@ -1,0 +1,132 @@
+"""Training: the device, class weights and the training loop with per-epoch checkpoints that
+resume a run exactly.
+
+Imports: data, batches, metrics, models, NumPy, pandas, torch, tqdm.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .batches import predict
+from .data import CLASSES
+from .metrics import macro_f1, per_class_scores
+from .models import load_checkpoint
+
+
+def get_device(verbose=True) -> torch.device:
+    """Return CUDA when a usable GPU is present (printing its name), else the CPU."""
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+        if verbose:
+            print("GPU:", torch.cuda.get_device_name(device))
+    else:
+        device = torch.device("cpu")
+        if verbose:
+            print(f"no GPU: training on the CPU with {torch.get_num_threads()} threads")
+    return device
+
+
+def class_weights(counts, power=0.5, cap=20.0) -> np.ndarray:
+    """Return loss weights (max count / count) ** power, capped; 1 for the largest class.
+
+    The square root and the cap keep rare classes (F: about 400 training beats, Q: 8
+    in DS1) from soaking up false positives, as full inverse-frequency weights do.
+    """
+    counts = np.maximum(np.asarray(counts, dtype=float), 1)
+    return np.minimum((counts.max() / counts) ** power, cap).astype(np.float32)
+
+
+def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None):
+    """Train model on BeatSet train, choosing the epoch by validation macro-F1 over N, S, V, F.
+
+    cfg: epochs, batch_size, lr, optimizer ("sgd" with momentum, or "adamw" with a
+    one-cycle schedule), weight_decay, weighted (square-root class weights in the loss)
+    or class_weights (explicit, in CLASSES order),
+    epoch_size (beats drawn per epoch, None for all), augment, seed.
+    Saves a checkpoint each epoch to checkpoint_dir/NAME.ckpt and resumes from it
+    when it exists for the same settings. Returns (model with the best weights, history).
+    """
+    from tqdm.auto import tqdm
+
+    model.to(device)
+    params = model.parameters()
+    if cfg["optimizer"] == "sgd":
+        optimizer = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9))
+    else:
+        optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 1e-2))
+    epoch_size = min(cfg.get("epoch_size") or len(train), len(train))
+    steps = -(-epoch_size // cfg["batch_size"])
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg["lr"], total_steps=cfg["epochs"] * steps) \
+        if cfg["optimizer"] == "adamw" else None
+    if cfg.get("class_weights") is not None:  # explicit weights, in CLASSES order
+        weights = np.asarray(cfg["class_weights"], np.float32)
+    elif cfg.get("weighted"):
+        weights = class_weights(train.class_counts())
+    else:
+        weights = np.ones(len(CLASSES), np.float32)
+    weights = torch.tensor(weights, device=device)
+    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+    history, best_score, best_state, start_epoch = [], -1.0, None, 0
+    ckpt = Path(checkpoint_dir) / f"{name}.ckpt" if checkpoint_dir else None
+    if ckpt is not None and ckpt.is_file():
+        state = load_checkpoint(ckpt)
+        # resume only the same run: same settings and the same architecture (repr includes its options)
+        if state["cfg"] == {k: cfg[k] for k in sorted(cfg)} and state.get("model_repr") == repr(model):
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            history, best_score, best_state = state["history"], state["best_score"], state["best_state"]
+            start_epoch = state["epoch"] + 1
+            print(f"{name}: resuming after epoch {start_epoch} from {ckpt}")
+    for epoch in range(start_epoch, cfg["epochs"]):
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([cfg["seed"], epoch])  # per-epoch stream: a resumed run repeats it
+        torch.manual_seed(cfg["seed"] * 1000 + epoch)
+        order = rng.permutation(len(train))[:epoch_size]
+        model.train()
+        total = 0.0
+        for step in tqdm(range(steps), desc=f"{name} epoch {epoch + 1}/{cfg['epochs']}", leave=False):
+            idx = order[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
+            inputs = [x.to(device, non_blocking=True) for x in train.batch(spec, idx, cfg.get("augment"), rng)]
+            target = torch.from_numpy(train.labels[idx]).to(device)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                loss = F.cross_entropy(model(*inputs).float(), target, weight=weights)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+            total += loss.item() * len(idx)
+        probs = predict(model, val, spec, device)
+        val_loss = float(F.nll_loss(torch.log(torch.from_numpy(probs) + 1e-9), torch.from_numpy(val.labels)))
+        scores = per_class_scores(val.labels, probs.argmax(1))
+        row = {"epoch": epoch + 1, "train_loss": total / epoch_size, "val_loss": val_loss,
+               "val_macro_f1": macro_f1(val.labels, probs.argmax(1)),
+               **{f"val_f1_{c}": float(scores.loc[c, "F1"]) for c in CLASSES[:4]},
+               "seconds": time.perf_counter() - t0}
+        history.append(row)
+        if row["val_macro_f1"] > best_score:
+            best_score = row["val_macro_f1"]
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        print(f"{name} epoch {epoch + 1}: train loss {row['train_loss']:.3f}, val loss {val_loss:.3f}, "
+              f"val macro-F1 {row['val_macro_f1']:.3f}, {row['seconds']:.0f} s")
+        if ckpt is not None:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"cfg": {k: cfg[k] for k in sorted(cfg)}, "model_repr": repr(model), "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler else None,
+                        "history": history, "best_score": best_score, "best_state": best_state},
+                       ckpt.with_suffix(".tmp"))
+            ckpt.with_suffix(".tmp").replace(ckpt)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model, pd.DataFrame(history)
