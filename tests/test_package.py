@@ -123,3 +123,18 @@ def test_utils_reexports_are_the_package_objects():
 
     for name in ("load_beats", "Monitor", "score", "classify_record", "fit", "StreamingQRS"):
         assert getattr(utils, name) is getattr(ekg, name)
+
+
+def test_a_saved_model_gives_bit_identical_probabilities_to_before_the_package_split():
+    """seed_cnn_inter as committed before the split, on every beat of DS2 record 100: the
+    probabilities the old utils.py gave (stored in tests/data) must come back exactly."""
+    import numpy as np
+
+    from ekg.classify import classify_record
+    from ekg.data import CLASSES, find_data_dir
+    from ekg.models import load_model
+
+    model = load_model(ROOT / "tests" / "data" / "seed_cnn_inter_v1.pt")
+    out = classify_record(find_data_dir() / "100", model)
+    before = np.load(ROOT / "tests" / "data" / "seed_cnn_inter_v1_record100.npy")
+    np.testing.assert_array_equal(out[[f"p_{c}" for c in CLASSES]].to_numpy(np.float32), before)
