@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 
-.PHONY: setup report test bench
+.PHONY: setup report test bench export mutation
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,7 @@ report: setup
 		echo "== $$nb"; \
 		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 $$nb || exit 1; \
 	done
+	@$(MAKE) --no-print-directory export
 
 # Unit tests, then every notebook re-run by nbval in fast mode (outputs to a temporary folder).
 test: setup
@@ -27,3 +28,15 @@ test: setup
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# report/: each notebook as standalone HTML (figures embedded) and report/report.html, all of them
+# behind one contents list; fails, writing nothing, if a cell of the run raised an error.
+export: setup
+	$(BIN)/python -m ekg export
+
+# Mutation testing with mutmut (not in CI: about an hour on two cores): each module the report's
+# conclusions rest on, mutated in a scratch copy with its own narrow tests; summary in tests/MUTATION.md.
+# MODULES=metrics alarms ... runs some of them (tests/mutation/run.py lists them).
+mutation: setup
+	$(BIN)/pip install -q -r requirements-dev.txt
+	nice -n 19 $(BIN)/python tests/mutation/run.py $(MODULES)

@@ -36,8 +36,15 @@ DPI = 150
 
 
 def save_fig(fig, name) -> Path:
-    """Save a figure as plots/NAME.png at the project's fixed resolution; return the path."""
+    """Save a figure as plots/NAME.png, at the project's fixed resolution, and as plots/NAME.svg, a
+    vector copy for write-ups and print; return the PNG's path."""
+    import matplotlib
+
     config.PLOTS_DIR.mkdir(parents=True, exist_ok=True)
     path = config.PLOTS_DIR / f"{name}.png"
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    # ids salted by the name and no date: a figure that did not change gives the same SVG file,
+    # so a re-run leaves git quiet
+    with matplotlib.rc_context({"svg.hashsalt": name}):
+        fig.savefig(path.with_suffix(".svg"), bbox_inches="tight", metadata={"Date": None})
     return path

@@ -12,7 +12,7 @@ import torch
 
 from .data import CLASSES, CONTEXT, load_windows
 from .features import RECORDERS, load_inputs
-from .images import beat_images
+from .images import beat_images, render_device
 
 
 class BeatSet:
@@ -68,8 +68,14 @@ class BeatSet:
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(CLASSES))
 
-    def batch(self, spec, idx, augment=False, rng=None) -> list:
-        """Return the model's input tensors for beats idx, as spec (a model's "input" meta) says."""
+    def batch(self, spec, idx, augment=False, rng=None, morph_dropout=0.0) -> list:
+        """Return the model's input tensors for beats idx, as spec (a model's "input" meta) says.
+
+        augment (signal inputs): True adds noise, baseline wander and gain changes; "recorders" also
+        draws each beat from a random recorder version (features.RECORDERS). morph_dropout: the
+        share of beats (when augmenting) whose beat and context inputs are blanked, so that the
+        rhythm inputs learn to decide on their own.
+        """
         if spec["kind"] == "signal":
             if augment == "recorders":
                 out = self._recorder_batch(idx, rng)
@@ -85,10 +91,16 @@ class BeatSet:
                 beat = out[0] + (noise + wander).astype(np.float32)  # on both channels: the template is clean
                 beat[:, :1] *= gain  # the beat's own size against the patient's typical one
                 context = out[1] + (rng.normal(0, 0.1, (n, 1, 1)) * np.linspace(-1, 1, out[1].shape[2])).astype(np.float32)
+                if morph_dropout:
+                    blank = rng.random(n) < morph_dropout
+                    beat[blank], context[blank] = 0, 0
                 out = [beat, context, out[2]]
             return [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in out]
-        if augment:
-            return [beat_images(self.context[idx], spec, augment, rng)]
+        if augment:  # drawn on the render device from context windows moved there once
+            if "context" not in self._image_cache:
+                self._image_cache["context"] = torch.from_numpy(
+                    np.ascontiguousarray(self.context, dtype=np.float32)).to(render_device())
+            return [beat_images(self._image_cache["context"][idx], spec, augment, rng)]
         mean, std = spec["normalise"]
         return [(self._images(spec)[idx].float() / 255 - mean) / std]
 
@@ -105,12 +117,14 @@ class BeatSet:
         return out
 
     def _images(self, spec) -> torch.Tensor:
-        """All beats rendered once at the spec's size, as uint8: un-augmented epochs re-use them."""
+        """All beats rendered once at the spec's size, as uint8 on the render device (the GPU when
+        there is one): un-augmented epochs and predict re-use them there."""
         key = repr(sorted(spec.items()))
         if key not in self._image_cache:
             plain = {**spec, "normalise": [0.0, 1 / 255]}  # keeps beat_images' output in 0..255
-            self._image_cache[key] = torch.cat([beat_images(self.context[i:i + 4096], plain).round().to(torch.uint8)
-                                                for i in range(0, len(self), 4096)])
+            device = render_device()
+            self._image_cache[key] = torch.cat([beat_images(self.context[i:i + 4096], plain, device=device)
+                                                .round().to(torch.uint8) for i in range(0, len(self), 4096)])
         return self._image_cache[key]
 
 

@@ -15,6 +15,7 @@ import torch
 from .batches import BeatSet, predict
 from .data import AAMI_MAP, BEAT_SYMBOLS, CLASSES, DataError
 from .features import beats_from_signal, patient_inputs
+from .models import decide
 from .monitor.qrs import detect_beats
 from .signals import read_signal, resample
 
@@ -103,7 +104,7 @@ def classify_record(record_path, model, beats="reference", channel=None, annotat
     at_model_rate = np.clip(np.round(positions * model_fs / fs).astype(int), 0, len(x) - 1)
     probs = classify_beats(model, x, at_model_rate) if len(positions) else np.zeros((0, len(CLASSES)))
     out = pd.DataFrame({"sample": positions, "time": positions / fs,
-                        "aami_pred": np.asarray(CLASSES)[probs.argmax(1)] if len(probs) else []})
+                        "aami_pred": np.asarray(CLASSES)[decide(probs, model.meta)] if len(probs) else []})
     for i, c in enumerate(CLASSES):
         out[f"p_{c}"] = probs[:, i]
     if ref is None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -99,17 +98,42 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_files(data_dir, names) -> None:
-    """Check files against the committed SHA-256 list; raise DataError naming the first bad one."""
+#: {resolved path: (size, mtime_ns, sha256)} of every file hashed in this process: a file whose
+#: size and modification time are unchanged is not hashed again, so checking a record before every
+#: read costs a few stat calls.
+_CHECKED = {}
+
+
+def file_sha256(path) -> str:
+    """Return the SHA-256 of a file, hashed again only when its size or modification time changed."""
+    path = Path(path)
+    stat = path.stat()
+    key = str(path.resolve())
+    known = _CHECKED.get(key)
+    if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
+        return known[2]
+    digest = _sha256(path)
+    _CHECKED[key] = (stat.st_size, stat.st_mtime_ns, digest)
+    return digest
+
+
+def verify_files(data_dir, names) -> dict[str, str]:
+    """Check files against the committed SHA-256 list; raise DataError naming the first bad one.
+
+    Returns {name: sha256} of the files (those not in the list are hashed, not judged).
+    """
     sums = expected_checksums()
+    digests = {}
     for name in names:
         path = Path(data_dir) / name
         if not path.is_file():
             raise DataError(f"{path} is missing. Delete {data_dir} and run again to download "
                             f"the MIT-BIH database, or point EKG_DATA_DIR at a complete copy.")
-        if name in sums and _sha256(path) != sums[name]:
+        digests[name] = file_sha256(path)
+        if name in sums and digests[name] != sums[name]:
             raise DataError(f"{path} does not match its SHA-256 sum in {CHECKSUMS.name}: the file "
                             f"is truncated or corrupt. Delete it and run again to download it afresh.")
+    return digests
 
 
 def record_files(records) -> list[str]:
@@ -144,10 +168,11 @@ def download_mitdb(dest, records=None, base_url=None) -> Path:
         wfdb.io.download.set_db_index_url()
     sums = expected_checksums()
     for name in names:
-        if _sha256(dest / name) != sums[name]:
-            (dest / name).unlink()
-            raise DataError(f"Downloaded file {dest / name} does not match its SHA-256 sum and was "
-                            f"deleted. Run again to retry the download.")
+        path = dest / name
+        if not path.is_file() or _sha256(path) != sums[name]:
+            path.unlink(missing_ok=True)
+            raise DataError(f"Downloaded file {path} does not match its SHA-256 sum (or never arrived) and "
+                            f"was deleted. Run again to retry the download.")
     (dest / "RECORDS").write_text("".join(f"{r}\n" for r in records))
     return dest
 
@@ -195,9 +220,9 @@ def causal_local_rr(rr_prev: np.ndarray, n: int = LOCAL_RR_BEATS) -> np.ndarray:
 
 
 def _build_record(data_dir: Path, record: int):
+    """The beat table columns and context windows of one record, read from its (verified) files."""
     import wfdb
 
-    verify_files(data_dir, record_files([record]))
     path = str(data_dir / str(record))
     try:
         sig = wfdb.rdrecord(path, channels=[0]).p_signal[:, 0].astype(np.float32)
@@ -226,15 +251,27 @@ def _build_record(data_dir: Path, record: int):
     return table, np.ascontiguousarray(windows)
 
 
-def _cache_file(record: int) -> Path:
-    return config.CACHE_DIR / "beats_v1" / f"{record}.npz"
+def _cache_file(record: int, files_key: str) -> Path:
+    """The cache file of a record built from the files whose checksums give files_key."""
+    return config.CACHE_DIR / "beats_v2" / f"{record}-{files_key}.npz"
 
 
-@lru_cache(maxsize=None)
+#: Tables read this process, by cache file: {path: (table, windows)}.
+_TABLES = {}
+
+
 def _load_record(record: int, data_dir: str | None):
-    path = _cache_file(record)
+    """Return (table, windows) of one record. Its files are checked against the checksum list
+    before every use, warm cache or not, and the cache entry is the one built from exactly these
+    files (keyed by their SHA-256), so another copy of the data never gets this copy's table."""
+    folder = find_data_dir(data_dir)
+    digests = verify_files(folder, record_files([record]))
+    files_key = hashlib.sha256(" ".join(digests[n] for n in sorted(digests)).encode()).hexdigest()[:16]
+    path = _cache_file(record, files_key)
+    if path in _TABLES:
+        return _TABLES[path]
     if not path.is_file():
-        table, windows = _build_record(find_data_dir(data_dir), record)
+        table, windows = _build_record(folder, record)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, windows=windows, **table)
@@ -242,6 +279,7 @@ def _load_record(record: int, data_dir: str | None):
     with np.load(path) as z:
         table = pd.DataFrame({k: z[k] for k in z.files if k != "windows"})
         windows = z["windows"]
+    _TABLES[path] = (table, windows)
     return table, windows
 
 

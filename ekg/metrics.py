@@ -15,6 +15,8 @@ def macro_f1(y_true, y_pred) -> float:
     """Return the mean F1 over N, S, V, F (Q is too rare in DS1 to score), classes as integers."""
     from sklearn.metrics import f1_score
 
+    if len(y_true) == 0:  # no matched beat: every class scores 0, as zero_division=0 counts an absent one
+        return 0.0
     return float(f1_score(y_true, y_pred, labels=[0, 1, 2, 3], average="macro", zero_division=0))
 
 
@@ -23,6 +25,8 @@ def per_class_scores(y_true, y_pred) -> pd.DataFrame:
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     labels = list(range(len(CLASSES)))
+    if len(y_true) == 0:  # no matched beat (scikit-learn refuses an empty sample)
+        return pd.DataFrame({"Se": 0.0, "+P": 0.0, "Sp": 0.0, "F1": 0.0, "beats": 0}, index=CLASSES)
     p, r, f, n = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     cm = confusion_matrix(y_true, y_pred, labels=labels)
     tn = cm.sum() - cm.sum(0) - cm.sum(1) + np.diag(cm)
@@ -39,12 +43,20 @@ def ec57_confusion(beats_df) -> pd.DataFrame:
     """Return the 6x6 reference-by-prediction count table (N, S, V, F, Q, O) of a classified-beats table.
 
     Rows whose aami_true is "*" (detections inside reference-marked ventricular
-    flutter or fibrillation) are not counted, as bxb does not count them.
+    flutter or fibrillation) are not counted, as bxb does not count them. A label that is
+    none of these (nor None, counted as O) raises ValueError.
     """
-    beats_df = beats_df[beats_df["aami_true"] != "*"]
-    true = pd.Categorical(beats_df["aami_true"].fillna("O"), categories=EC57_LABELS)
-    pred = pd.Categorical(beats_df["aami_pred"].fillna("O"), categories=EC57_LABELS)
-    return pd.crosstab(true, pred, dropna=False).reindex(index=EC57_LABELS, columns=EC57_LABELS, fill_value=0)
+    counted = beats_df[beats_df["aami_true"] != "*"]
+    true = counted["aami_true"].astype(object).fillna("O")
+    pred = counted["aami_pred"].astype(object).fillna("O")
+    unknown = sorted(map(str, (set(true) | set(pred)) - set(EC57_LABELS)))
+    if unknown:
+        raise ValueError(f"labels {unknown} are none of {EC57_LABELS} (or '*' for a detection inside "
+                         f"reference-marked ventricular flutter)")
+    codes = {c: i for i, c in enumerate(EC57_LABELS)}
+    counts = np.zeros((len(EC57_LABELS), len(EC57_LABELS)), dtype=np.int64)
+    np.add.at(counts, (true.map(codes).to_numpy(), pred.map(codes).to_numpy()), 1)
+    return pd.DataFrame(counts, index=EC57_LABELS, columns=EC57_LABELS)
 
 
 def _ec57_from_counts(m) -> dict:
@@ -52,14 +64,14 @@ def _ec57_from_counts(m) -> dict:
 
     VEB: a fusion or unknown beat called V is not a false positive. SVEB: an unknown
     beat called S is not a false positive. QRS: O counts missed and extra beats.
+    An undefined statistic (no beats in its denominator) is NaN.
     """
     N, S, V, Fu, Q, O = range(6)
     beats = [N, S, V, Fu, Q]
-    m = np.asarray(m, dtype=float)
+    m = np.asarray(m)
 
     def ratio(a, b):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
+        return np.where(b > 0, a / np.maximum(b, 1), np.nan)
 
     vtp, stp = m[..., V, V], m[..., S, S]
     vfn = m[..., V, :].sum(-1) - vtp
@@ -113,10 +125,9 @@ def bootstrap_by_record(beats_df, n_boot=1000, seed=0, level=0.95) -> pd.DataFra
     stats = _ec57_from_counts(totals)
     block = totals[:, :5, :5]
     tp = np.diagonal(block, axis1=1, axis2=2)
-    # F1 = 2 TP / (beats of the class + calls of it); 0 when both are 0, as scikit-learn's
-    # zero_division=0 gives the point estimate (macro_f1), so interval and estimate agree
-    denominator = block.sum(1) + block.sum(2)
-    f1 = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+    # F1 = 2 TP / (beats of the class + calls of it); 0 when both are 0 (then TP is 0 too), as
+    # scikit-learn's zero_division=0 gives the point estimate (macro_f1), so interval and estimate agree
+    f1 = 2 * tp / np.maximum(block.sum(1) + block.sum(2), 1)
     for i, c in enumerate(CLASSES[:4]):
         stats[f"F1 {c}"] = f1[:, i]
     stats["macro-F1"] = f1[:, :4].mean(axis=1)

@@ -1,18 +1,23 @@
 """The three networks (the seed's CNN, an image CNN, a signal CNN with rhythm inputs) and their
 files: saving, loading with weights_only=True, and where the trained ones live.
 
-Imports: config, data, features (the rhythm-input count), torch.
+Also decide: the class each beat gets from a model's probabilities and the per-class decision
+thresholds in its metadata (classify_record and the monitor both call it).
+
+Imports: config, data, features (the rhythm inputs), NumPy, torch.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import config
-from .features import RHYTHM_FEATURES
+from .data import CLASSES
+from .features import RHYTHM_FEATURES, RR_NEXT_COLUMNS
 
 
 class SeedCNN(nn.Module):
@@ -54,31 +59,49 @@ class ImageCNN(nn.Module):
 
 
 class SignalCNN(nn.Module):
-    """A 1-D CNN on the patient-scaled beat (and beat minus template), a 2-s context, and rhythm.
+    """A 1-D CNN on the patient-scaled beat (and beat minus the running template), a 2-s context,
+    and the rhythm columns (features.RHYTHM_FEATURES: intervals in seconds and relative).
 
     rr_next_cap_s: if set, the model sees the RR interval to the next beat only up to this many
-    seconds (longer ones as equal to it), so a live monitor can classify a beat at most
-    rr_next_cap_s plus the detector's decision time after it, without waiting for a slow next beat.
+    seconds (longer ones as equal to it, in seconds and in the ratios), so a live monitor can
+    classify a beat at most rr_next_cap_s plus the detector's decision time after it.
+    drop_rhythm: rhythm columns set to 0 after the cap (the ablation study's models only).
     """
 
-    def __init__(self, n_classes=5, width=32, n_rhythm=len(RHYTHM_FEATURES), rr_next_cap_s=None):
+    def __init__(self, n_classes=5, width=16, n_rhythm=len(RHYTHM_FEATURES), rr_next_cap_s=None, drop_rhythm=()):
         super().__init__()
         self.rr_next_cap_s = rr_next_cap_s
-        self.beat = nn.Sequential(_conv_block(2, width // 2, 1, 7), _conv_block(width // 2, width, 1, 5),
+        self.drop_rhythm = tuple(drop_rhythm)
+        keep = torch.ones(n_rhythm)
+        keep[list(self.drop_rhythm)] = 0
+        self.register_buffer("rhythm_keep", keep, persistent=False)
+        self.beat = nn.Sequential(_conv_block(2, width, 1, 7), _conv_block(width, width, 1, 5),
                                   _conv_block(width, 2 * width, 1, 5), _conv_block(2 * width, 2 * width, 1, 3))
         self.context = nn.Sequential(_conv_block(1, width // 2, 1, 7), _conv_block(width // 2, width, 1, 5),
                                      _conv_block(width, width, 1, 3))
-        self.rhythm = nn.Sequential(nn.Linear(n_rhythm, 16), nn.ReLU())
-        self.head = nn.Sequential(nn.Linear(4 * width + 2 * width + 16, 64), nn.ReLU(), nn.Dropout(0.3),
+        # the rhythm columns mix seconds and ratios: batch norm puts them on one scale
+        self.rhythm = nn.Sequential(nn.BatchNorm1d(n_rhythm), nn.Linear(n_rhythm, 32), nn.ReLU(),
+                                    nn.Linear(32, 32), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(4 * width + 2 * width + 32, 64), nn.ReLU(), nn.Dropout(0.3),
                                   nn.Linear(64, n_classes))
 
     def extra_repr(self):
-        return f"rr_next_cap_s={self.rr_next_cap_s}"
+        return f"rr_next_cap_s={self.rr_next_cap_s}, drop_rhythm={self.drop_rhythm}"
+
+    def capped(self, rhythm):
+        """The rhythm columns as the model sees them: the next interval capped at rr_next_cap_s."""
+        if not self.rr_next_cap_s:
+            return rhythm
+        c = RR_NEXT_COLUMNS
+        rhythm = rhythm.clone()
+        nxt = torch.clamp(rhythm[:, c["seconds"]], max=self.rr_next_cap_s)
+        rhythm[:, c["seconds"]] = nxt
+        rhythm[:, c["next / local"]] = nxt / rhythm[:, c["local"]]
+        rhythm[:, c["next / long"]] = nxt / rhythm[:, c["long"]]
+        return rhythm
 
     def forward(self, beat, context, rhythm):
-        if self.rr_next_cap_s:  # rhythm[:, 1] is rr_next / local RR, rhythm[:, 2] the local RR in s
-            rhythm = torch.cat([rhythm[:, :1], torch.minimum(rhythm[:, 1:2], self.rr_next_cap_s / rhythm[:, 2:3]),
-                                rhythm[:, 2:]], 1)
+        rhythm = self.capped(rhythm) * self.rhythm_keep
         b, c = self.beat(beat), self.context(context)
         pooled = [b.mean(2), b.amax(2), c.mean(2), c.amax(2), self.rhythm(rhythm)]
         return self.head(torch.cat(pooled, 1))
@@ -117,6 +140,10 @@ def load_model(path, device="cpu"):
     """
     saved = load_checkpoint(path)
     meta = saved["meta"]
+    rhythm = meta.get("input", {}).get("rhythm")
+    if rhythm is not None and list(rhythm) != RHYTHM_FEATURES:
+        raise ValueError(f"{path} was trained on the rhythm inputs {list(rhythm)}, but features.py now computes "
+                         f"{RHYTHM_FEATURES}: retrain it (notebook 03) before using it")
     model = ARCHITECTURES[meta["arch"]](**meta.get("arch_kwargs", {}))
     model.load_state_dict(saved["state_dict"])
     model.meta = meta
@@ -129,3 +156,33 @@ def model_path(name) -> Path:
         if (base / "models" / f"{name}.pt").is_file():
             return base / "models" / f"{name}.pt"
     return config.OUTPUT_ROOT / "models" / f"{name}.pt"
+
+
+def decide(probs, meta=None) -> np.ndarray:
+    """Return the class index (CLASSES order) of each row of probabilities (n, 5) under the model's
+    per-class decision thresholds, meta["thresholds"] ({class: t}, chosen on out-of-fold
+    predictions by cv.pick_thresholds); the plain argmax when there are none.
+
+    The one decision rule (cv.apply_thresholds applies it to out-of-fold probabilities):
+    a beat gets the thresholded class c with the largest p_c / t_c among those with p_c >= t_c;
+    a beat with none gets the most probable of the other classes.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] != len(CLASSES):
+        raise ValueError(f"probabilities must have shape (n, {len(CLASSES)}), not {probs.shape}")
+    thresholds = dict((meta or {}).get("thresholds") or {})
+    unknown = set(thresholds) - set(CLASSES)
+    if unknown:
+        raise ValueError(f"thresholds for unknown classes {sorted(unknown)}; classes are {CLASSES}")
+    if not thresholds or len(probs) == 0:
+        return probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
+    idx = [CLASSES.index(c) for c in thresholds]
+    t = np.array([float(thresholds[c]) for c in thresholds])
+    if not ((t > 0) & (t <= 1)).all():
+        raise ValueError(f"thresholds must lie in (0, 1], got {thresholds}")
+    ratio = probs[:, idx] / t
+    passing = ratio >= 1
+    rest = [i for i in range(len(CLASSES)) if i not in idx] or list(range(len(CLASSES)))
+    otherwise = np.asarray(rest)[probs[:, rest].argmax(1)]
+    chosen = np.asarray(idx)[np.where(passing, ratio, -np.inf).argmax(1)]
+    return np.where(passing.any(1), chosen, otherwise)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import config
-from .data import CLASSES, DS1, DS2, VAL_RECORDS, load_beats
+from .data import CLASSES, DS1, DS2, FAST_RECORDS, RECORDS, VAL_RECORDS, load_beats
 
 
 def seed_split(beats, test_frac=0.2, seed=0) -> pd.DataFrame:
@@ -51,11 +51,19 @@ def save_split(manifest, name) -> Path:
 def load_split(name) -> pd.DataFrame:
     """Return a split manifest ("seed" or "inter_patient") with the beat table's columns joined.
 
-    Reads data/splits/NAME.csv, written by the wrangling notebook.
+    Reads data/splits/NAME.csv, written by the wrangling notebook. Where that file is missing (a
+    notebook run on its own, as on Kaggle, where the outputs of 02 are not kept), builds the split
+    with the same calls 02 makes (all 48 records, or the fast-mode records) and saves it first.
     """
+    builders = {"seed": seed_split, "inter_patient": inter_patient_split}
     path = config.SPLITS_DIR / f"{name}.csv"
+    if not path.is_file() and name not in builders:
+        raise FileNotFoundError(f"{path} not found, and {name!r} is none of the splits notebook 02 makes "
+                                f"({sorted(builders)})")
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run notebooks/02_wrangling.ipynb first")
+        records = FAST_RECORDS if config.FAST else RECORDS
+        path = save_split(builders[name](load_beats(records)), name)
+        print(f"{name} split not found: built it as notebook 02 does and saved it to {path}")
     manifest = pd.read_csv(path)
     beats = load_beats(sorted(manifest["record"].unique()))
     merged = manifest[["record", "sample", "split"]].merge(beats.reset_index(), on=["record", "sample"])

@@ -47,8 +47,13 @@ def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None):
 
     cfg: epochs, batch_size, lr, optimizer ("sgd" with momentum, or "adamw" with a
     one-cycle schedule), weight_decay, weighted (square-root class weights in the loss)
-    or class_weights (explicit, in CLASSES order),
-    epoch_size (beats drawn per epoch, None for all), augment, seed.
+    or class_weights (explicit, in CLASSES order), sampling ("sqrt": each epoch draws beats
+    with replacement so that each class's share goes with the square root of its count, the
+    sampling counterpart of square-root weights at a fraction of the beats per epoch),
+    epoch_size (beats drawn per epoch, None for all), augment (True: noise, gain, wander;
+    "recorders": also each beat from a random recorder version), morph_dropout (the share of
+    training beats whose beat and context inputs are blanked), seed.
+    val: a BeatSet, or None to keep the last epoch (cross-validation fixes the epochs).
     Saves a checkpoint each epoch to checkpoint_dir/NAME.ckpt and resumes from it
     when it exists for the same settings. Returns (model with the best weights, history).
     """
@@ -71,6 +76,12 @@ def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None):
     else:
         weights = np.ones(len(CLASSES), np.float32)
     weights = torch.tensor(weights, device=device)
+    draw = None
+    if cfg.get("sampling") == "sqrt":
+        draw = np.maximum(train.class_counts(), 1).astype(float)[train.labels] ** -0.5
+        draw /= draw.sum()
+    elif cfg.get("sampling") is not None:
+        raise ValueError(f"sampling must be 'sqrt' or None, not {cfg['sampling']!r}")
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
     history, best_score, best_state, start_epoch = [], -1.0, None, 0
     ckpt = Path(checkpoint_dir) / f"{name}.ckpt" if checkpoint_dir else None
@@ -89,12 +100,14 @@ def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None):
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg["seed"], epoch])  # per-epoch stream: a resumed run repeats it
         torch.manual_seed(cfg["seed"] * 1000 + epoch)
-        order = rng.permutation(len(train))[:epoch_size]
+        order = rng.choice(len(train), epoch_size, p=draw) if draw is not None \
+            else rng.permutation(len(train))[:epoch_size]
         model.train()
         total = 0.0
         for step in tqdm(range(steps), desc=f"{name} epoch {epoch + 1}/{cfg['epochs']}", leave=False):
             idx = order[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
-            inputs = [x.to(device, non_blocking=True) for x in train.batch(spec, idx, cfg.get("augment"), rng)]
+            extra = {"morph_dropout": cfg["morph_dropout"]} if cfg.get("morph_dropout") else {}
+            inputs = [x.to(device, non_blocking=True) for x in train.batch(spec, idx, cfg.get("augment"), rng, **extra)]
             target = torch.from_numpy(train.labels[idx]).to(device)
             with torch.autocast(device.type, enabled=device.type == "cuda"):
                 loss = F.cross_entropy(model(*inputs).float(), target, weight=weights)
@@ -105,19 +118,21 @@ def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None):
             if scheduler is not None:
                 scheduler.step()
             total += loss.item() * len(idx)
-        probs = predict(model, val, spec, device)
-        val_loss = float(F.nll_loss(torch.log(torch.from_numpy(probs) + 1e-9), torch.from_numpy(val.labels)))
-        scores = per_class_scores(val.labels, probs.argmax(1))
-        row = {"epoch": epoch + 1, "train_loss": total / epoch_size, "val_loss": val_loss,
-               "val_macro_f1": macro_f1(val.labels, probs.argmax(1)),
-               **{f"val_f1_{c}": float(scores.loc[c, "F1"]) for c in CLASSES[:4]},
-               "seconds": time.perf_counter() - t0}
+        row = {"epoch": epoch + 1, "train_loss": total / epoch_size}
+        if val is not None:
+            probs = predict(model, val, spec, device)
+            val_loss = float(F.nll_loss(torch.log(torch.from_numpy(probs) + 1e-9), torch.from_numpy(val.labels)))
+            scores = per_class_scores(val.labels, probs.argmax(1))
+            row.update({"val_loss": val_loss, "val_macro_f1": macro_f1(val.labels, probs.argmax(1)),
+                        **{f"val_f1_{c}": float(scores.loc[c, "F1"]) for c in CLASSES[:4]}})
+        row["seconds"] = time.perf_counter() - t0
         history.append(row)
-        if row["val_macro_f1"] > best_score:
-            best_score = row["val_macro_f1"]
+        if val is None or row["val_macro_f1"] > best_score:
+            best_score = row.get("val_macro_f1", -1.0)
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        print(f"{name} epoch {epoch + 1}: train loss {row['train_loss']:.3f}, val loss {val_loss:.3f}, "
-              f"val macro-F1 {row['val_macro_f1']:.3f}, {row['seconds']:.0f} s")
+        print(f"{name} epoch {epoch + 1}: train loss {row['train_loss']:.3f}"
+              + (f", val loss {row['val_loss']:.3f}, val macro-F1 {row['val_macro_f1']:.3f}" if val is not None else "")
+              + f", {row['seconds']:.0f} s")
         if ckpt is not None:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"cfg": {k: cfg[k] for k in sorted(cfg)}, "model_repr": repr(model), "epoch": epoch,
@@ -130,3 +145,4 @@ def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None):
     if best_state is not None:
         model.load_state_dict(best_state)
     return model, pd.DataFrame(history)
+

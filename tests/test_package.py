@@ -27,8 +27,19 @@ ALLOWED = {
     "monitor.alarms": set(),
     "monitor.quality": {"data", "monitor.alarms"},
     "monitor.qrs": {"data", "signals"},
+    "monitor.vf": {"signals"},
     "monitor.stream": {"data", "features", "batches", "models", "monitor.alarms", "monitor.qrs",
-                       "monitor.quality"},
+                       "monitor.quality", "monitor.vf"},
+    # offline tools on top of the live path: the noise stress test and the VF detector's fitting
+    "monitor.nst": {"monitor.stream"},
+    "monitor.vf_fit": {"config", "data", "signals", "monitor.nst", "monitor.vf"},
+    # cross-validation over DS1 and the classical feature baseline
+    "cv": {"config", "data", "metrics", "models"},
+    "baseline": {"config", "data", "signals"},
+    # the command line and the report export sit on top of everything
+    "export": {"config"},
+    "cli": {"classify", "data", "export", "models", "monitor.quality", "signals"},
+    "__main__": {"cli"},
 }
 
 
@@ -57,6 +68,8 @@ def package_imports():
 
 def test_every_module_imports_only_the_modules_above_it():
     imports = package_imports()
+    unlisted = sorted(set(imports) - set(ALLOWED))
+    assert not unlisted, f"modules with no place in the import order yet (add them to ALLOWED): {unlisted}"
     for module, allowed in ALLOWED.items():
         assert module in imports, f"ekg/{module.replace('.', '/')}.py is missing"
         assert imports[module] <= allowed, f"{module} imports {sorted(imports[module] - allowed)}"

@@ -37,23 +37,39 @@ ALARM_THRESHOLDS = {
     # Re-alarm hold-off: an alarm that has ended and comes back within this many seconds of its
     # last announcement is reported with announced=False (logged, no new sound), so a rhythm that
     # flips back and forth gives one alarm, not dozens (repeat alarms feed alarm fatigue: Drew et
-    # al., PLoS One 2014). Life-threatening alarms (ventricular tachycardia, asystole) use the
+    # al., PLoS One 2014). Life-threatening alarms (VF, ventricular tachycardia, asystole) use the
     # shorter hold-off. A project choice, not a standard: bedside monitors make it configurable.
     "realarm_s": 60.0, "realarm_critical_s": 10.0,
 }
 
 
-CRITICAL_ALARMS = {"ventricular tachycardia", "asystole"}
+CRITICAL_ALARMS = {"ventricular fibrillation", "ventricular tachycardia", "asystole"}
 
 
-ARRHYTHMIA_ALARMS = ["ventricular tachycardia", "couplet", "bigeminy", "trigeminy", "frequent ectopy",
-                     "tachycardia", "bradycardia", "pause", "asystole"]
+ARRHYTHMIA_ALARMS = ["ventricular fibrillation", "ventricular tachycardia", "couplet", "bigeminy", "trigeminy",
+                     "frequent ectopy", "tachycardia", "bradycardia", "pause", "asystole"]
+
+#: Alarm priority as IEC 60601-1-8 grades alarm conditions and bedside monitors assign them (the
+#: AAMI/ANSI EC13 life-threatening arrhythmias high; rate limits and pauses medium; ectopy advisory).
+#: High and medium alarms sound; advisory ones are logged with their evidence and never sounded
+#: (announced=False), which is how monitors keep ectopy counts from becoming alarm fatigue.
+ALARM_PRIORITY = {
+    "ventricular fibrillation": "high", "ventricular tachycardia": "high", "asystole": "high",
+    "pause": "medium", "tachycardia": "medium", "bradycardia": "medium",
+    "couplet": "advisory", "bigeminy": "advisory", "trigeminy": "advisory", "frequent ectopy": "advisory",
+}
+PRIORITY_ORDER = ["high", "medium", "advisory"]
+
+#: Alarms the signal-quality guard never suppresses or ends. VF looks like noise to the guard, and a
+#: VF alarm silenced as "noisy" is the worst failure a monitor can have: the VF detector tells VF from
+#: artifact itself (monitor.vf), so its verdict stands whatever the guard says.
+NEVER_SUPPRESSED = {"ventricular fibrillation"}
 
 
 class AlarmRules:
     """The rhythm rules of a Monitor: when to raise, hold off and end each clinical alarm.
 
-    A mixin: Monitor inherits it and supplies the state it reads and writes: th (the
+    A mixin: Monitor inherits it and supplies the state it reads and writes: vf (its VFDetector), th (the
     thresholds), active (alarms now on), announced (when each kind last sounded), recent
     ((time, class, rr_prev) of the last minute's beats), quality and bad_until (the signal
     quality guard), n and model_fs (the stream clock) and detector (its last R peak).
@@ -61,14 +77,36 @@ class AlarmRules:
 
     # -- alarms -------------------------------------------------------------------
     def _raise(self, kind, t, evidence):
+        """Raise an alarm unless it is on; an advisory alarm, or any other alarm while VF is sounding
+        (it adds nothing to the VF alarm), is logged and not announced."""
         if kind in self.active:
             return []
         self.active.add(kind)
-        hold = self.th["realarm_critical_s" if kind in CRITICAL_ALARMS else "realarm_s"]
-        announced = t - self.announced.get(kind, -np.inf) >= hold
+        priority = ALARM_PRIORITY[kind]
+        if priority == "advisory":
+            announced = False
+        elif kind != "ventricular fibrillation" and "ventricular fibrillation" in self.active:
+            announced, evidence = False, evidence + " (during a ventricular fibrillation alarm)"
+        else:
+            hold = self.th["realarm_critical_s" if kind in CRITICAL_ALARMS else "realarm_s"]
+            announced = t - self.announced.get(kind, -np.inf) >= hold
         if announced:
             self.announced[kind] = t
-        return [{"type": "alarm", "time": t, "kind": kind, "evidence": evidence, "announced": announced}]
+        return [{"type": "alarm", "time": t, "kind": kind, "priority": priority, "evidence": evidence,
+                 "announced": announced}]
+
+    def _vf_alarms(self, windows):
+        """The VF alarm from the VF detector's windows: raised when its rule turns on, ended when it
+        turns off; the signal-quality guard has no say (NEVER_SUPPRESSED)."""
+        events = []
+        for w in windows:
+            if w["alarm"] == "on":
+                events += self._raise("ventricular fibrillation", w["time"],
+                                      f"{self.vf.settings['on_windows']} windows of "
+                                      f"{self.vf.settings['window_s']:g} s read as VF (p={w['p_vf']:.2f})")
+            elif w["alarm"] == "off":
+                self.active.discard("ventricular fibrillation")
+        return events
 
     def _rhythm_alarms(self, t, cls, rr_prev):
         th = self.th

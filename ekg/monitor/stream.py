@@ -2,8 +2,8 @@
 to beat, alarm and signal-quality events.
 
 The top of the live path. Imports: data, features, batches (inputs and predict, not the
-training loop), monitor.qrs, monitor.quality, monitor.alarms, NumPy, torch. Never
-torchvision, matplotlib or the notebooks' utils.
+training loop), monitor.qrs, monitor.quality, monitor.alarms, monitor.vf, NumPy, torch.
+Never torchvision, matplotlib or the notebooks' utils.
 """
 from __future__ import annotations
 
@@ -11,44 +11,61 @@ import numpy as np
 import torch
 
 from ..batches import BeatSet, predict
-from ..data import CLASSES, CONTEXT, LOCAL_RR_BEATS
-from ..features import TEMPLATE_BEATS, _inputs_from_parts, beat_parts
-from .alarms import ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, AlarmRules
+from ..data import CLASSES, CONTEXT
+from ..features import LOCAL_BEATS, LONG_BEATS, TEMPLATE_BEATS, _inputs_from_parts, beat_parts
+from ..models import decide
+from .alarms import ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, NEVER_SUPPRESSED, AlarmRules
 from .qrs import StreamingQRS
 from .quality import block_quality
+from .vf import VFDetector
 
 
 class Monitor(AlarmRules):
     """A bedside monitor for one patient's ECG stream: finds beats, classifies them, raises alarms.
 
-    Monitor(model, fs) takes chunks of any length (ints or floats, NaN for missing
-    samples) through push(samples) and returns the events decided so far, each a
+    Monitor(model, fs) takes chunks of any length (floats in mV, or integer converter counts
+    with adc_gain; NaN for missing samples) through push(samples) and returns the events
+    decided so far, each a
     dict with "type" ("beat", "alarm" or "signal_quality") and "time" in seconds
     from the start of the stream:
       beat: R-peak time, class, probabilities, and the delay from R peak to event;
-      alarm: kind (one of ARRHYTHMIA_ALARMS), start time, evidence, and announced (False
-        for the same alarm back within its re-alarm hold-off: logged, not sounded);
+      alarm: kind (one of ARRHYTHMIA_ALARMS), start time, priority ("high", "medium" or
+        "advisory", alarms.ALARM_PRIORITY), evidence, and announced (False for an advisory
+        alarm, for one raised while a VF alarm sounds, and for the same alarm back within its
+        re-alarm hold-off: logged, not sounded);
       signal_quality: kind ("missing", "flat", "saturated", "noisy" or "ok" when it recovers).
     A beat is classified once its inputs exist: 1 s of signal after its R peak and
     the next R peak, or, when that is slow to come, once the model no longer needs
     it: a model with rr_next_cap_s sees the next RR interval only up to that cap,
     so its beats wait at most the cap plus the detector's decision time (otherwise
     2 s, then classified as if the next RR were usual). Memory is bounded: a few seconds of
-    signal and the last 32 beats. Arrhythmia alarms are suppressed while the signal
-    quality is bad.
+    signal, the last 32 beats and the last 256 RR intervals. Arrhythmia alarms are suppressed
+    while the signal quality is bad, except ventricular fibrillation: a VFDetector (monitor.vf)
+    judges every second the last 4 s of signal, without beats, tells VF from artifact itself,
+    and its alarm is neither suppressed nor ended by the signal-quality guard.
     """
 
     MAX_WAIT_S = 2.0  # classify a beat without its next R peak after this long
     NEXT_BEAT_DECIDED_S = 0.5  # the detector decides a beat about 0.45 s after its R peak
 
-    def __init__(self, model, fs, thresholds=None, adc_limits=None, device="cpu"):
+    def __init__(self, model, fs, thresholds=None, adc_limits=None, device="cpu", adc_gain=None, adc_baseline=0):
+        """adc_gain, adc_baseline: for input in converter counts, the counts per mV and the count at
+        0 mV (a WFDB header's gain and baseline); every sample is then converted to mV. Without
+        adc_gain the input must be floats in mV: integer samples are refused, never taken as mV.
+        adc_limits: the converter's lowest and highest value, in the input's units."""
         if not fs or fs <= 0:
             raise ValueError(f"sampling rate must be positive, not {fs!r}")
+        if adc_gain is not None and not adc_gain > 0:
+            raise ValueError(f"adc_gain (counts per mV) must be positive, not {adc_gain!r}")
+        self.adc_gain, self.adc_baseline = adc_gain, adc_baseline
+        if adc_gain is not None and adc_limits is not None:
+            adc_limits = tuple((limit - adc_baseline) / adc_gain for limit in adc_limits)
         self.model, self.fs, self.device = model, float(fs), torch.device(device)
         self.model_fs = model.meta["fs"]
         self.th = {**ALARM_THRESHOLDS, **(thresholds or {})}
         self.adc_limits = adc_limits
         self.detector = StreamingQRS(self.model_fs)
+        self.vf = VFDetector(self.model_fs)  # VF from the signal: no beats needed
         self.n_in = 0  # input samples seen
         self.n = 0  # samples at the model's rate produced
         self.last_in = None  # last input sample, for interpolation across chunks
@@ -57,10 +74,12 @@ class Monitor(AlarmRules):
         self.block = np.zeros(0, np.float32)  # samples of the current 1-s quality block
         self.block_start = 0
         self.quality, self.bad_until = "ok", -1.0
+        self.bad_blocks = []  # (start, end) samples of the last minute's bad quality blocks
         self.pending = []  # detected R peaks (samples at model rate) waiting to be classified
         self.history, self.amplitudes = [], []  # beat windows and QRS amplitudes of the last 32 beats
         self.last_r = None
-        self.rr = []  # RR intervals (s) of the last LOCAL_RR_BEATS beats
+        self.rr = []  # RR intervals (s) of the last LONG_BEATS beats: the local and the long mean
+        self.last_rr_prev = np.nan  # the previous beat's RR interval before it
         self.recent = []  # (time, class, rr_prev) of the last beats, for rhythm alarms
         self.active = set()  # alarms currently on
         self.announced = {}  # when each kind of alarm was last announced
@@ -85,14 +104,22 @@ class Monitor(AlarmRules):
         return out
 
     def push(self, samples) -> list:
-        """Feed the next chunk of samples (any length, int or float, NaN = missing); return new events."""
+        """Feed the next chunk of samples (any length; mV, or counts with adc_gain; NaN = missing).
+
+        Returns the events decided since the last push, in time order."""
         return _push_many([self], [samples])[0]
 
     def _take(self, samples):
         """Take in samples: return (signal-quality events, the new samples at the model's rate)."""
-        x = np.asarray(samples, dtype=np.float64).ravel().astype(np.float32)
+        x = np.asarray(samples)
         if x.size == 0:
-            return [], x
+            return [], np.zeros(0, np.float32)
+        if self.adc_gain is not None:
+            x = (x.astype(np.float64) - self.adc_baseline) / self.adc_gain
+        elif np.issubdtype(x.dtype, np.integer):
+            raise ValueError("integer samples are converter counts, not mV: give Monitor(..., adc_gain=counts "
+                             "per mV, adc_baseline=count at 0 mV), or push floats in mV")
+        x = np.asarray(x, dtype=np.float64).ravel().astype(np.float32)
         y = self._resample(x)
         self.n_in += len(x)
         self.last_in = x[-1]
@@ -107,9 +134,9 @@ class Monitor(AlarmRules):
         """Beat events and rhythm alarms for classified beats, then the alarms for missing beats."""
         events = []
         if batch:
-            for r, p, prev in zip(batch["peaks"], probs, batch["rr_prev"]):
+            for r, p, prev, k in zip(batch["peaks"], probs, batch["rr_prev"], decide(probs, self.model.meta)):
                 t = r / self.model_fs
-                cls = CLASSES[int(p.argmax())]
+                cls = CLASSES[int(k)]
                 events.append({"type": "beat", "time": t, "class": cls,
                                "probabilities": dict(zip(CLASSES, map(float, p))),
                                "delay_s": (batch["now"] - r) / self.model_fs, "quality": self.quality})
@@ -127,7 +154,10 @@ class Monitor(AlarmRules):
             state = block_quality(chunk, self.th, self.model_fs, self.adc_limits)
             if state != "ok":
                 self.bad_until = t + 1 + self.th["quality_hold_s"]
-                self.active -= set(ARRHYTHMIA_ALARMS)
+                # the bad block's samples: an RR interval across them is no heart interval (_ready_beats)
+                self.bad_blocks = [s for s in self.bad_blocks if s[1] > self.block_start - 60 * block]
+                self.bad_blocks.append((self.block_start - block, self.block_start))
+                self.active -= set(ARRHYTHMIA_ALARMS) - NEVER_SUPPRESSED  # a VF alarm stays on
                 self.recent = []  # beats found in a bad signal must not feed rhythm alarms later
             if state != self.quality:
                 events.append({"type": "signal_quality", "time": t, "kind": state})
@@ -154,7 +184,7 @@ class Monitor(AlarmRules):
         if not ready:
             self._trim(keep)
             return None
-        contexts, rr_prev, rr_next, rr_local = [], [], [], []
+        contexts, rr_prev, rr_next, rr_local, rr_long, rr_before, rr_spread = [], [], [], [], [], [], []
         for r, nxt in ready:
             lo = r - CONTEXT[0] - self.buffer_start
             window = self.buffer[max(lo, 0):lo + CONTEXT[0] + CONTEXT[1]]
@@ -162,17 +192,28 @@ class Monitor(AlarmRules):
                 window = np.r_[np.full(-lo, window[0] if len(window) else 0), window]
             contexts.append(np.nan_to_num(window))
             prev = (r - self.last_r) / self.model_fs if self.last_r is not None else np.nan
+            if self.last_r is not None and any(a < r and b > self.last_r for a, b in self.bad_blocks):
+                # the interval spans a flat, missing, clipped or noisy stretch: beats were lost in it, so
+                # it is no RR interval; it must not feed the RR means (which would make every beat after
+                # a lead-off look premature), and this beat is judged as the first after a gap
+                prev = np.nan
             rr_prev.append(prev)
-            rr_local.append(np.mean(self.rr) if self.rr else np.nan)
+            # features.rr_history's numbers: means of the last LOCAL_BEATS and LONG_BEATS intervals,
+            # the previous beat's interval, the spread of the last LOCAL_BEATS
+            rr_local.append(np.mean(self.rr[-LOCAL_BEATS:]) if self.rr else np.nan)
+            rr_long.append(np.mean(self.rr) if self.rr else np.nan)
+            rr_before.append(self.last_rr_prev)
+            rr_spread.append(np.std(self.rr[-LOCAL_BEATS:]) if self.rr else np.nan)
             # no next beat by now: with a capped model the RR is at least the cap, which is all it sees
             rr_next.append((nxt - r) / self.model_fs if nxt is not None else (cap or np.nan))
             if not np.isnan(prev):
-                self.rr = (self.rr + [prev])[-LOCAL_RR_BEATS:]
-            self.last_r = r
+                self.rr = (self.rr + [prev])[-LONG_BEATS:]
+            self.last_r, self.last_rr_prev = r, prev
         contexts = np.stack(contexts).astype(np.float32)
         self._trim(keep)
         return {"peaks": [r for r, _ in ready], "context": contexts, "rr_prev": rr_prev, "rr_next": rr_next,
-                "rr_local": rr_local, "now": now}
+                "rr_local": rr_local, "rr_long": rr_long, "rr_before": rr_before, "rr_spread": rr_spread,
+                "now": now}
 
     def _trim(self, keep):
         if len(self.buffer) > keep:
@@ -221,6 +262,11 @@ def _push_many(monitors, chunks) -> list:
         found = StreamingQRS.feed_many([monitors[i].detector for i in idx], np.stack([staged[i][1] for i in idx]))
         for i, peaks in zip(idx, found):
             monitors[i].pending += peaks
+    vf_windows = [[] for _ in monitors]
+    for idx in groups.values():
+        found = VFDetector.feed_many([monitors[i].vf for i in idx], np.stack([staged[i][1] for i in idx]))
+        for i, windows in zip(idx, found):
+            vf_windows[i] = windows
     batches = [m._ready_beats() if len(y) else None for m, (_, y) in zip(monitors, staged)]
     ready = [i for i, b in enumerate(batches) if b]
     probs = [None] * len(monitors)
@@ -232,7 +278,8 @@ def _push_many(monitors, chunks) -> list:
         out = predict(model, data, model.meta["input"], monitors[ready[0]].device)
         for i, p in zip(ready, np.split(out, np.cumsum([len(batches[i]["context"]) for i in ready])[:-1])):
             probs[i] = p
-    return [events + m._finish(b, p) for m, (events, _), b, p in zip(monitors, staged, batches, probs)]
+    return [events + m._vf_alarms(w) + m._finish(b, p)
+            for m, (events, _), w, b, p in zip(monitors, staged, vf_windows, batches, probs)]
 
 
 def _ward_inputs(monitors, batches) -> dict:
@@ -255,5 +302,7 @@ def _ward_inputs(monitors, batches) -> dict:
         row += n
     template = np.median(np.stack(beat_rows).reshape(len(contexts), TEMPLATE_BEATS, -1), axis=1)
     typical = np.median(np.asarray(amplitude_rows, dtype=np.float32).reshape(len(contexts), TEMPLATE_BEATS), axis=1)
-    rr = {k: np.concatenate([b[k] for b in batches]) for k in ("rr_prev", "rr_next", "rr_local")}
-    return _inputs_from_parts(ctx, beat, amplitude, typical, template, rr["rr_prev"], rr["rr_next"], rr["rr_local"])
+    rr = {k: np.concatenate([b[k] for b in batches])
+          for k in ("rr_prev", "rr_next", "rr_local", "rr_long", "rr_before", "rr_spread")}
+    return _inputs_from_parts(ctx, beat, amplitude, typical, template, rr["rr_prev"], rr["rr_next"], rr["rr_local"],
+                              rr["rr_long"], rr["rr_before"], rr["rr_spread"])

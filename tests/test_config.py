@@ -1,0 +1,28 @@
+"""Run settings: fast mode, where outputs go, the Kaggle input, seeds."""
+import numpy as np
+import torch
+
+from ekg import config
+
+
+def test_tests_run_in_fast_mode_and_write_outside_the_repository():
+    assert config.FAST
+    assert config.OUTPUT_ROOT != config.ROOT  # the committed plots, splits and models stay as they are
+    assert config.PLOTS_DIR == config.OUTPUT_ROOT / "plots"
+    assert config.SPLITS_DIR == config.OUTPUT_ROOT / "data" / "splits"
+
+
+def test_kaggle_input_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("EKG_KAGGLE_INPUT", str(tmp_path))
+    assert config.kaggle_input() == tmp_path
+    monkeypatch.delenv("EKG_KAGGLE_INPUT")
+    assert str(config.kaggle_input()) == "/kaggle/input"
+
+
+def test_seed_everything_repeats_numpy_and_torch():
+    config.seed_everything(7)
+    a = np.random.rand(3), torch.rand(3)
+    config.seed_everything(7)
+    b = np.random.rand(3), torch.rand(3)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert torch.equal(a[1], b[1])

@@ -1,0 +1,333 @@
+"""Clinical alarms: the rhythm rules, their priorities, hold-offs and hysteresis, the quality gate, pauses."""
+import numpy as np
+import pytest
+
+from ekg.monitor import ALARM_PRIORITY, ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, Monitor
+from helpers import stream
+
+
+@pytest.fixture
+def rules(rules_model):
+    """A fresh monitor whose rhythm rules are fed beats directly (class and RR), no signal."""
+    return Monitor(rules_model, 360)
+
+
+def feed_events(monitor, classes, rr):
+    """Feed beats of the given classes, rr seconds apart (one number, or one per beat); return the alarm events."""
+    rrs = np.broadcast_to(np.asarray(rr, dtype=float), (len(classes),))
+    events, t = [], 0.0
+    for c, r in zip(classes, rrs):
+        t += r
+        events += monitor._rhythm_alarms(t, c, r)
+    return events
+
+
+def feed(monitor, classes, rr, announced_only=True):
+    """The kinds of the alarms raised (announced_only: of those announced, i.e. sounded)."""
+    return [e["kind"] for e in feed_events(monitor, classes, rr) if e["announced"] or not announced_only]
+
+
+def beats_to_alarms(classes, rr, model, announced_only=False):
+    """The alarms raised (logged) by a fresh monitor, advisory ones included."""
+    return feed(Monitor(model, 360), classes, rr, announced_only)
+
+
+def test_rhythm_alarms(rules_model):
+    assert "ventricular tachycardia" in beats_to_alarms("NNNNVVVV", 0.4, rules_model)  # 150 bpm
+    assert "ventricular tachycardia" not in beats_to_alarms("NNNNVVVV", 0.8, rules_model)  # 75 bpm: slow run
+    assert beats_to_alarms("NNNNVVNNNN", 0.8, rules_model) == ["couplet"]
+    assert "bigeminy" in beats_to_alarms("NNVNVNVNV", 0.8, rules_model)
+    assert "trigeminy" in beats_to_alarms("NNVNNVNNVNNV", 0.8, rules_model)
+    assert "tachycardia" in beats_to_alarms("N" * 10, 0.4, rules_model)
+    assert "bradycardia" in beats_to_alarms("N" * 10, 1.5, rules_model)
+    assert beats_to_alarms("N" * 30, 0.8, rules_model) == []
+    assert "frequent ectopy" in beats_to_alarms("NS" * 12, 0.8, rules_model)
+
+
+def test_every_alarm_has_its_iec_priority(rules_model):
+    # IEC 60601-1-8 grading: life-threatening high, rate and pause medium, ectopy advisory
+    assert set(ALARM_PRIORITY) == set(ARRHYTHMIA_ALARMS)
+    assert {k for k, p in ALARM_PRIORITY.items() if p == "high"} == {
+        "ventricular fibrillation", "ventricular tachycardia", "asystole"}
+    assert {k for k, p in ALARM_PRIORITY.items() if p == "medium"} == {"pause", "tachycardia", "bradycardia"}
+    events = {e["kind"]: e for e in feed_events(Monitor(rules_model, 360), "NNNNVVVV" + "N" * 10, 0.4)}
+    assert events["ventricular tachycardia"]["priority"] == "high" and events["ventricular tachycardia"]["announced"]
+    assert events["tachycardia"]["priority"] == "medium" and events["tachycardia"]["announced"]
+    # an advisory alarm is logged with its evidence and never sounded
+    assert events["couplet"]["priority"] == "advisory" and not events["couplet"]["announced"]
+    assert "V beats" in events["couplet"]["evidence"]
+
+
+def test_advisory_alarms_are_never_announced(rules_model):
+    for classes in ("NNNNVVNNNN", "NNVNVNVNV", "NNVNNVNNVNNV", "NS" * 12):
+        events = feed_events(Monitor(rules_model, 360), classes, 0.8)
+        assert events and all(not e["announced"] and e["priority"] == "advisory" for e in events)
+
+
+def test_alarms_during_a_vf_alarm_are_logged_not_sounded(rules_model):
+    monitor = Monitor(rules_model, 360)
+    monitor.active.add("ventricular fibrillation")  # the VF alarm sounds
+    events = feed_events(monitor, "NNNNVVVV", 0.4)
+    vt = [e for e in events if e["kind"] == "ventricular tachycardia"]
+    assert vt and not vt[0]["announced"] and "ventricular fibrillation" in vt[0]["evidence"]
+    monitor.active.discard("ventricular fibrillation")
+    monitor.active.discard("ventricular tachycardia")
+    later = feed_events(monitor, "N" * 30 + "VVVV", 0.4)  # once VF has ended, VT sounds again
+    assert [e["announced"] for e in later if e["kind"] == "ventricular tachycardia"] == [True]
+
+
+def test_ventricular_tachycardia_takes_exactly_three_beats(rules_model):
+    assert ALARM_THRESHOLDS["vt_min_beats"] == 3 and ALARM_THRESHOLDS["vt_min_rate_bpm"] == 100
+    # the second V beat is a couplet (no one knows yet whether a third follows); the third makes it VT
+    assert beats_to_alarms("NNNNVVV", 0.5, rules_model) == ["couplet", "ventricular tachycardia"]  # 120 bpm
+    assert beats_to_alarms("NNNNVVV", 0.5, rules_model, announced_only=True) == ["ventricular tachycardia"]
+    assert beats_to_alarms("NNNNVVN", 0.5, rules_model) == ["couplet"]  # 2 are a couplet, not VT
+    # the rate is that of the run itself (its RR intervals), above 100 bpm
+    assert "ventricular tachycardia" in beats_to_alarms("NNNNVVV", [0.8] * 5 + [0.58, 0.58], rules_model)
+    assert "ventricular tachycardia" not in beats_to_alarms("NNNNVVV", [0.4] * 5 + [0.62, 0.62], rules_model)  # 97 bpm
+    # a run that lasts raises one alarm; a new run after it ended raises another (past the hold-off)
+    assert beats_to_alarms("NNNVVVVVVVNNNN", 0.4, rules_model).count("ventricular tachycardia") == 1
+    assert beats_to_alarms("NNNVVV" + "N" * 30 + "VVV", 0.4, rules_model).count("ventricular tachycardia") == 2
+
+
+def test_couplet_and_patterns_need_the_exact_shape(rules_model):
+    assert beats_to_alarms("NNNNVVV", 0.8, rules_model) == ["couplet"]  # one couplet: the third beat is no second one
+    assert beats_to_alarms("NNNNVVNVV", 0.8, rules_model) == ["couplet", "couplet"]  # two couplets, each logged
+    assert "bigeminy" not in beats_to_alarms("NNVNVNV", 0.8, rules_model)  # 2 cycles only
+    assert "bigeminy" in beats_to_alarms("NNVNVNVNV", 0.8, rules_model)  # 3 cycles
+    assert "trigeminy" not in beats_to_alarms("NNVNNVNNV", 0.8, rules_model)
+    assert "frequent ectopy" not in beats_to_alarms("NNNNS" * 10, 0.8, rules_model)  # 10 in a minute: not more than 10
+
+
+def test_rate_alarms_have_hysteresis(rules):
+    # 8-beat mean rate: 125 bpm raises tachycardia; 117 bpm (inside 120 but not 5 below) keeps it on,
+    # so going back up to 125 is no new alarm; 110 bpm ends it, and 125 again raises a new one
+    fast, hover, calm = 60 / 125, 60 / 117, 60 / 110
+    rr = [0.8] * 4 + [fast] * 8 + [hover] * 8 + [fast] * 8 + [calm] * 8 + [fast] * 8
+    alarms = feed(rules, "N" * len(rr), rr, announced_only=False)
+    assert alarms == ["tachycardia", "tachycardia"]
+    slow, hover, calm = 60 / 45, 60 / 53, 60 / 58
+    rr = [0.8] * 4 + [slow] * 8 + [hover] * 8 + [slow] * 8 + [calm] * 8 + [slow] * 8
+    alarms = feed(Monitor(rules.model, 360), "N" * len(rr), rr, announced_only=False)
+    assert alarms == ["bradycardia", "bradycardia"]
+
+
+def test_rhythm_alarms_wait_for_good_signal(rules):
+    rules.bad_until = 10.0  # the signal was bad until 10 s (then the quality hold)
+    assert feed(rules, "NNNNVVVVVV", 0.4) == []  # all beats before 10 s: no alarm
+    fresh = Monitor(rules.model, 360)
+    fresh.quality = "noisy"
+    assert feed(fresh, "NNNNVVVVVV", 0.4) == []
+    fresh.quality = "ok"
+    assert "ventricular tachycardia" in feed(fresh, "NNNNVVVVVV", 0.4)
+
+
+def test_a_flapping_rhythm_alarms_once_per_hold_off(rules_model):
+    # the rate flaps across the tachycardia limit every 13 s (10 beats at 150 bpm, 10 at 67 bpm): the
+    # medium alarm is raised every cycle but sounds once per 60-s hold-off (cycles 0, 5 and 10 of 12)
+    rr = ([0.4] * 10 + [0.9] * 10) * 12
+    raised = feed_events(Monitor(rules_model, 360), "N" * len(rr), rr)
+    tachy = [e for e in raised if e["kind"] == "tachycardia"]
+    assert len(tachy) == 12 and sum(e["announced"] for e in tachy) == 3
+    # VT is critical: its hold-off is 10 s, so runs 16 s apart each alarm
+    runs = ("N" * 16 + "VVVV") * 6  # at 0.4 s per beat, a run every 8 s
+    assert beats_to_alarms(runs, 0.4, rules_model, announced_only=True).count("ventricular tachycardia") == 6 // 2
+    # advisory alarms never sound, however often they come
+    flapping = "NNNNNNNNVV" * 30
+    assert beats_to_alarms(flapping, 0.8, rules_model).count("couplet") == 30
+    assert beats_to_alarms(flapping, 0.8, rules_model, announced_only=True).count("couplet") == 0
+
+
+def test_pause_alarm_fires_on_a_real_gap(model, rec100):
+    x = rec100[: 360 * 60].copy()
+    # remove five seconds of beats but keep a live, low-amplitude signal (not a flat line)
+    x[360 * 30:360 * 35] = 0.08 * np.sin(np.arange(360 * 5) / 360 * 2 * np.pi * 0.5) + x[360 * 30]
+    events = stream(Monitor(model, 360), x, 90)
+    kinds = [e["kind"] for e in events if e["type"] == "alarm"]
+    assert "pause" in kinds or "asystole" in kinds
+
+
+# -- every rule pinned exactly: events, times, evidence, boundaries (killing mutmut's mutants) --------
+
+def play(monitor, beats, start=0.0):
+    """Feed (class, rr) beats at exact times (the rr values are sums of powers of 2); return all events."""
+    events, t = [], start
+    for cls, rr in beats:
+        t += rr
+        events += monitor._rhythm_alarms(t, cls, rr)
+    return events
+
+
+def test_a_scripted_rhythm_gives_exactly_these_events(rules):
+    beats = ([("N", 1.0)] * 4 + [("V", 0.5), ("V", 0.5)] + [("N", 1.0)] * 3 + [("V", 0.5)] * 4 + [("N", 1.0)] * 2
+             + [("V", 1.0), ("N", 1.0)] * 4 + [("N", 0.25)] * 9)
+
+    def alarm(t, kind, priority, evidence, announced):
+        return {"type": "alarm", "time": t, "kind": kind, "priority": priority, "evidence": evidence,
+                "announced": announced}
+
+    assert play(rules, beats) == [
+        alarm(5.0, "couplet", "advisory", "2 consecutive V beats", False),
+        alarm(9.0, "couplet", "advisory", "2 consecutive V beats", False),  # the run's second beat...
+        alarm(9.5, "ventricular tachycardia", "high", "3 V beats in a row at 120 bpm", True),  # ...its third
+        alarm(19.0, "bigeminy", "advisory", "a V beat after every 1 other beat(s), 3 cycles", False),
+        # 8-beat mean: six RR of 0.25 s and two of 1 s, 0.4375 s: 137 bpm
+        alarm(21.5, "tachycardia", "medium", "mean rate 137 bpm over 8 beats", True),
+    ]
+
+
+def test_patterns_alarm_on_the_beat_that_completes_their_third_cycle(rules):
+    events = play(rules, [("V", 1.0), ("N", 1.0)] * 3 + [("V", 1.0)])  # V N V N V N V: from the very start
+    assert [(e["time"], e["kind"], e["evidence"]) for e in events] == [
+        (7.0, "bigeminy", "a V beat after every 1 other beat(s), 3 cycles")]
+    fresh = Monitor(rules.model, 360)
+    events = play(fresh, [("V", 1.0), ("N", 1.0), ("N", 1.0)] * 3 + [("V", 1.0)])
+    assert [(e["time"], e["kind"], e["evidence"]) for e in events] == [
+        (10.0, "trigeminy", "a V beat after every 2 other beat(s), 3 cycles")]
+    assert play(Monitor(rules.model, 360), [("N", 1.0), ("V", 1.0), ("N", 1.0)] * 3) == []  # one beat short
+
+
+def test_a_pattern_alarm_lasts_while_the_pattern_does_and_ends_when_a_v_beat_breaks_it(rules):
+    ongoing = play(rules, [("N", 1.0), ("V", 1.0)] * 10)
+    assert [e["kind"] for e in ongoing] == ["bigeminy"] and "bigeminy" in rules.active
+    play(rules, [("N", 1.0)] * 3)  # N beats alone do not end it...
+    assert "bigeminy" in rules.active
+    play(rules, [("V", 1.0)])  # ...a V beat out of the pattern does
+    assert "bigeminy" not in rules.active
+    again = play(rules, [("N", 1.0), ("V", 1.0)] * 3, start=30.0)
+    assert [e["kind"] for e in again] == ["bigeminy"]
+
+
+def test_a_couplet_inside_a_longer_run_is_alarmed_once(rules_model):
+    monitor = Monitor(rules_model, 360, thresholds={"vt_min_beats": 5})  # runs of 3 and 4 are no VT here
+    events = play(monitor, [("N", 1.0)] * 4 + [("V", 0.5)] * 4 + [("N", 1.0)] * 2)
+    assert [(e["time"], e["kind"]) for e in events] == [(5.0, "couplet")]
+
+
+def test_the_vt_rate_is_that_of_the_intervals_inside_the_run(rules_model):
+    def vt(beats, **thresholds):
+        events = play(Monitor(rules_model, 360, thresholds=thresholds), [("N", 1.0)] * 4 + beats)
+        return [e["evidence"] for e in events if e["kind"] == "ventricular tachycardia"]
+
+    # 0.75 and 0.5 s inside the run: 96 bpm; the 0.25 s before its first beat is not part of it
+    assert vt([("V", 0.25), ("V", 0.75), ("V", 0.5)]) == []
+    assert vt([("V", 1.0), ("V", 0.5), ("V", 0.5)]) == ["3 V beats in a row at 120 bpm"]
+    assert vt([("V", 0.25), ("V", 0.75), ("V", 0.75)]) == []  # 80 bpm
+    # exactly at the limit is not above it
+    assert vt([("V", 1.0), ("V", 0.5), ("V", 0.5)], vt_min_rate_bpm=120) == []
+
+
+@pytest.mark.filterwarnings("error")  # an unknown rate is 0, not the mean of nothing
+def test_a_run_of_unknown_rate_is_no_vt_whatever_the_threshold(rules_model):
+    monitor = Monitor(rules_model, 360, thresholds={"vt_min_rate_bpm": 0.5})
+    events = []
+    for t, cls, rr in [(1.0, "N", 1.0), (2.0, "N", 1.0), (3.0, "V", np.nan), (4.0, "V", np.nan), (5.0, "V", np.nan)]:
+        events += monitor._rhythm_alarms(t, cls, rr)  # RR unknown (a gap in the signal) inside the run
+    assert "ventricular tachycardia" not in [e["kind"] for e in events]
+    assert "ventricular tachycardia" in [e["kind"] for e in monitor._rhythm_alarms(6.0, "V", 1.0)]
+
+
+def test_rate_limits_are_strict_and_their_ends_have_hysteresis(rules, rules_model):
+    assert play(rules, [("N", 0.5)] * 20) == []  # exactly 120 bpm: not above 120
+    rules = Monitor(rules_model, 360)
+    play(rules, [("N", 0.25)] * 8)
+    assert "tachycardia" in rules.active
+    play(rules, [("N", 60 / 115)] * 8, start=2.0)  # exactly 115 bpm: not yet 5 below the limit
+    assert "tachycardia" in rules.active
+    play(rules, [("N", 0.75)] * 8, start=20.0)  # 80 bpm
+    assert "tachycardia" not in rules.active
+    slow = Monitor(rules_model, 360, thresholds={"rate_hysteresis_bpm": 10})
+    assert play(slow, [("N", 1.2)] * 10) == []  # exactly 50 bpm: not below 50
+    play(slow, [("N", 1.5)] * 8, start=20.0)
+    assert "bradycardia" in slow.active
+    play(slow, [("N", 1.0)] * 8, start=40.0)  # exactly 60 bpm: not yet 10 above the limit
+    assert "bradycardia" in slow.active
+    play(slow, [("N", 0.75)] * 8, start=50.0)
+    assert "bradycardia" not in slow.active
+
+
+def test_frequent_ectopy_counts_s_and_v_beats_of_the_last_minute_and_ends_below_half(rules_model):
+    assert "frequent ectopy" in [e["kind"] for e in play(Monitor(rules_model, 360), [("N", 1.0), ("V", 1.0)] * 11)]
+    monitor = Monitor(rules_model, 360, thresholds={"ectopic_per_min": 11})  # on above 11, off below 11 // 2
+    events = play(monitor, [("S", 1.0)] * 12)  # S beats at 1 .. 12 s
+    assert [(e["time"], e["evidence"]) for e in events] == [(12.0, "12 S/V beats in the last minute")]
+    play(monitor, [("N", 1.0)] * 55, start=12.0)  # at 67 s the beats of 7 s and before are a minute old
+    assert "frequent ectopy" in monitor.active  # 5 left (8 .. 12 s): not below 5
+    play(monitor, [("N", 1.0)], start=67.0)  # 4 left
+    assert "frequent ectopy" not in monitor.active
+    even = Monitor(rules_model, 360)  # 10 per minute: ends below 5
+    play(even, [("S", 1.0)] * 11)
+    play(even, [("N", 1.0)] * 55, start=11.0)  # at 66 s: 5 left (7 .. 11 s), the one of exactly 6 s gone
+    assert "frequent ectopy" in even.active
+    play(even, [("N", 1.0)], start=66.0)
+    assert "frequent ectopy" not in even.active
+
+
+def test_beats_after_bad_signal_give_no_rate_from_an_interval_that_spans_it(rules):
+    rules.bad_until = 10.0
+    # a beat at 10.25 s whose interval began at 10 s: no bad signal inside it, so it counts
+    events = play(rules, [("N", 0.25)] * 8, start=10.0)
+    assert [(e["time"], e["kind"]) for e in events] == [(12.0, "tachycardia")]
+    spanning = Monitor(rules.model, 360)
+    spanning.bad_until = 10.0
+    events = play(spanning, [("N", 0.5)] + [("N", 0.25)] * 8, start=9.75)  # the first interval spans 10 s
+    assert [(e["time"], e["kind"]) for e in events] == [(12.25, "tachycardia")]
+
+
+def test_a_beat_ends_a_pause_or_asystole_alarm(rules):
+    rules.active |= {"pause", "asystole", "tachycardia"}
+    play(rules, [("N", 1.0)])
+    assert rules.active == {"tachycardia"}
+
+
+def test_the_re_alarm_hold_off_is_inclusive(rules):
+    first = rules._raise("tachycardia", 100.0, "x")
+    rules.active.discard("tachycardia")
+    early = rules._raise("tachycardia", 159.75, "x")
+    rules.active.discard("tachycardia")
+    on_time = rules._raise("tachycardia", 160.0, "x")  # exactly 60 s after the last announcement
+    assert [e[0]["announced"] for e in (first, early, on_time)] == [True, False, True]
+    assert rules._raise("tachycardia", 300.0, "x") == []  # still on: nothing new
+
+
+def timed(monitor, last_peak_s, now_s, quality="ok", bad_until=-1.0):
+    monitor.detector.last_peak = None if last_peak_s is None else int(last_peak_s * 360)
+    monitor.n, monitor.quality, monitor.bad_until = int(now_s * 360), quality, bad_until
+    return [(e["time"], e["kind"], e["priority"], e["evidence"], e["announced"]) for e in monitor._timed_alarms()]
+
+
+def test_pause_and_asystole_from_the_time_since_the_last_beat(rules, rules_model):
+    assert timed(rules, None, 30.0) == []  # no beat yet: nothing to measure from
+    assert timed(rules, 10.0, 13.0) == []  # exactly 3 s: not more
+    assert timed(rules, 10.0, 13.25) == [(13.25, "pause", "medium", "no beat for 3.2 s", True)]
+    assert timed(rules, 10.0, 14.0) == []  # the pause alarm is on; 4 s is not yet asystole
+    rules.active.clear()
+    assert timed(rules, 10.0, 14.5) == [(14.5, "asystole", "high", "no beat for 4.5 s", True)]  # only asystole
+    assert timed(Monitor(rules_model, 360), 10.0, 20.0, quality="flat") == []  # a flat line is no asystole
+    assert timed(Monitor(rules_model, 360), 10.0, 20.0, bad_until=10.5) == []  # bad signal since the beat
+    assert timed(Monitor(rules_model, 360), 10.0, 20.0, bad_until=10.0) == [  # bad only until the beat
+        (20.0, "asystole", "high", "no beat for 10.0 s", True)]
+    assert timed(Monitor(rules_model, 360), 10.0, 20.0, bad_until=9.5) == [
+        (20.0, "asystole", "high", "no beat for 10.0 s", True)]
+
+
+def test_vf_alarms_follow_the_vf_detectors_windows(rules):
+    on, window = rules.vf.settings["on_windows"], rules.vf.settings["window_s"]
+    rules.quality, rules.bad_until = "noisy", 1e9  # the signal-quality guard has no say
+    events = rules._vf_alarms([{"alarm": None, "time": 3.0, "p_vf": 0.2},
+                               {"alarm": "on", "time": 8.0, "p_vf": 0.934}])
+    assert events == [{"type": "alarm", "time": 8.0, "kind": "ventricular fibrillation", "priority": "high",
+                       "evidence": f"{on} windows of {window:g} s read as VF (p=0.93)", "announced": True}]
+    assert rules._vf_alarms([{"alarm": "on", "time": 9.0, "p_vf": 0.9}]) == []  # still on
+    assert rules._vf_alarms([{"alarm": "off", "time": 12.0, "p_vf": 0.1}]) == []
+    assert "ventricular fibrillation" not in rules.active
+    back = rules._vf_alarms([{"alarm": "on", "time": 17.0, "p_vf": 0.8}, {"alarm": None, "time": 18.0, "p_vf": 0.8}])
+    assert [(e["time"], e["announced"]) for e in back] == [(17.0, False)]  # within the 10-s hold-off
+    assert rules._vf_alarms([]) == []
+    rules.active.discard("ventricular fibrillation")
+    twice = rules._vf_alarms([{"alarm": "on", "time": 30.0, "p_vf": 0.9}, {"alarm": "on", "time": 31.0, "p_vf": 0.9}])
+    assert [(e["time"], e["announced"]) for e in twice] == [(30.0, True)]
+    # other alarms while VF sounds are logged, marked as such, not sounded
+    vt = rules._raise("ventricular tachycardia", 19.0, "3 V beats in a row at 150 bpm")
+    assert vt[0]["evidence"] == "3 V beats in a row at 150 bpm (during a ventricular fibrillation alarm)"
+    assert vt[0]["announced"] is False

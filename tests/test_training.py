@@ -1,0 +1,119 @@
+"""Batches for training, class weights, and the training loop's checkpoints."""
+import numpy as np
+import pytest
+import torch
+
+import ekg.training
+from ekg.batches import BeatSet
+from ekg.config import seed_everything
+from ekg.data import load_beats
+from ekg.features import RHYTHM_FEATURES
+from ekg.images import RENDER_YLIM
+from ekg.models import SignalCNN, load_checkpoint
+from ekg.training import class_weights, fit
+
+IMAGE_SPEC = dict(kind="image", window=[96, 96], ylim=list(RENDER_YLIM), normalise=[0.5, 0.5], size=[48, 72])
+SIGNAL_SPEC = dict(kind="signal")
+CFG = dict(epochs=2, batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=1e-2, weighted=True,
+           augment=True, epoch_size=256, seed=0)
+
+
+@pytest.fixture(scope="module")
+def sets():
+    beats = load_beats([208, 201])
+    frame = beats.assign(split=np.where(beats["record"] == 208, "train", "val"))
+    frame = frame.groupby("record").head(600)  # a few hundred beats each keeps this quick
+    return {part: BeatSet(frame[frame["split"] == part], [201, 208]) for part in ["train", "val"]}
+
+
+def test_batches_have_the_shapes_the_models_take(sets):
+    idx = np.arange(5)
+    rng = np.random.default_rng(0)
+    beat, context, rhythm = sets["train"].batch(SIGNAL_SPEC, idx, augment=True, rng=rng)
+    assert beat.shape == (5, 2, 256) and context.shape == (5, 1, 180) and rhythm.shape == (5, len(RHYTHM_FEATURES))
+    (image,) = sets["train"].batch(IMAGE_SPEC, idx)
+    assert image.shape == (5, 1, 48, 72) and -1.0 <= image.min() and image.max() <= 1.0
+    (augmented,) = sets["train"].batch(IMAGE_SPEC, idx, augment=True, rng=rng)
+    assert augmented.shape == image.shape and not torch.equal(augmented, image)
+
+
+def test_class_weights_are_capped_square_roots():
+    w = class_weights([10000, 100, 1000, 400, 1])
+    assert w[0] == 1 and w[1] == pytest.approx(10) and w[4] == 20  # capped
+
+
+def test_checkpoint_resume_repeats_an_uninterrupted_run(sets, tmp_path, monkeypatch):
+    def run(ckpt_dir):
+        seed_everything(0)
+        model = SignalCNN(width=8)
+        fit("m", model, SIGNAL_SPEC, sets["train"], sets["val"], CFG, torch.device("cpu"), ckpt_dir)
+        return load_checkpoint(ckpt_dir / "m.ckpt")
+
+    straight = run(tmp_path / "a")
+
+    real_predict, calls = ekg.training.predict, []
+
+    def interrupted(*args, **kwargs):  # the run dies during epoch 2, before its checkpoint
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(ekg.training, "predict", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b")
+    half = load_checkpoint(tmp_path / "b" / "m.ckpt")
+    assert half["epoch"] == 0 and len(half["history"]) == 1
+    monkeypatch.setattr(ekg.training, "predict", real_predict)
+    resumed = run(tmp_path / "b")
+
+    assert resumed["epoch"] == straight["epoch"] == 1
+    for key, value in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0)
+    for key, value in straight["optimizer"]["state"].items():
+        for name, tensor in value.items():
+            torch.testing.assert_close(resumed["optimizer"]["state"][key][name], tensor, rtol=0, atol=0)
+    assert resumed["scheduler"] == straight["scheduler"]
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]
+
+
+def test_square_root_sampling_draws_classes_by_the_root_of_their_count(sets, monkeypatch):
+    data, drawn = sets["train"], []
+    real_batch = data.batch
+
+    def spy(spec, idx, *args, **kwargs):
+        drawn.append(np.asarray(idx))
+        return real_batch(spec, idx, *args, **kwargs)
+
+    monkeypatch.setattr(data, "batch", spy)
+    cfg = {**CFG, "epochs": 1, "epoch_size": None, "batch_size": 1000, "sampling": "sqrt", "weighted": False,
+           "augment": False}
+    fit("m", SignalCNN(width=4), SIGNAL_SPEC, data, None, cfg, torch.device("cpu"))
+    counts = data.class_counts()
+    share = np.bincount(data.labels[drawn[0]], minlength=5) / len(drawn[0])
+    expected = np.sqrt(counts) / np.sqrt(counts).sum()
+    np.testing.assert_allclose(share, expected, atol=0.05)  # one epoch: every beat of the set, drawn
+
+
+def test_without_a_validation_set_the_last_epoch_is_kept(sets):
+    seed_everything(0)
+    model, history = fit("m", SignalCNN(width=4), SIGNAL_SPEC, sets["train"], None, {**CFG, "sampling": "sqrt"},
+                         torch.device("cpu"))
+    assert list(history["epoch"]) == [1, 2] and "val_macro_f1" not in history
+    with pytest.raises(ValueError, match="sampling"):
+        fit("m", SignalCNN(width=4), SIGNAL_SPEC, sets["train"], None, {**CFG, "sampling": "cube"},
+            torch.device("cpu"))
+
+
+def test_recorder_augmentation_draws_each_beat_from_a_recorder_version(sets):
+    data = sets["train"]
+    versions = data.recorder_inputs()
+    assert set(versions) == {"native", "via128", "via250"}
+    idx = np.arange(50)
+    rhythm = data.batch(SIGNAL_SPEC, idx, augment="recorders", rng=np.random.default_rng(0))[2].numpy()
+    # the rhythm columns are not augmented further: each row is one of the versions' rows
+    matches = [np.isclose(rhythm, v["rhythm"][idx]).all(1) for v in versions.values()]
+    assert np.logical_or.reduce(matches).all()
+    assert all(m.any() for m in matches[1:])  # more than the native version is drawn
+    part = data.subset(np.arange(len(data)) < 10)
+    np.testing.assert_array_equal(part.recorder_inputs()["via128"]["beat"], versions["via128"]["beat"][:10])
