@@ -256,6 +256,14 @@ def _cache_file(record: int, files_key: str) -> Path:
     return config.CACHE_DIR / "beats_v2" / f"{record}-{files_key}.npz"
 
 
+def record_key(record: int, data_dir=None) -> str:
+    """Check one record's files against the checksum list (DataError naming a bad one) and return a
+    short key of their SHA-256 sums: every cache built from a record's files is filed under it, so
+    another copy of the data, or a changed file, never gets this copy's cached numbers."""
+    digests = verify_files(find_data_dir(data_dir), record_files([record]))
+    return hashlib.sha256(" ".join(digests[n] for n in sorted(digests)).encode()).hexdigest()[:16]
+
+
 #: Tables read this process, by cache file: {path: (table, windows)}.
 _TABLES = {}
 
@@ -265,9 +273,7 @@ def _load_record(record: int, data_dir: str | None):
     before every use, warm cache or not, and the cache entry is the one built from exactly these
     files (keyed by their SHA-256), so another copy of the data never gets this copy's table."""
     folder = find_data_dir(data_dir)
-    digests = verify_files(folder, record_files([record]))
-    files_key = hashlib.sha256(" ".join(digests[n] for n in sorted(digests)).encode()).hexdigest()[:16]
-    path = _cache_file(record, files_key)
+    path = _cache_file(record, record_key(record, folder))
     if path in _TABLES:
         return _TABLES[path]
     if not path.is_file():

@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import config
 from .data import CONTEXT, FS, _records_arg, causal_local_rr, find_data_dir, load_beats, load_windows, \
-    record_files, verify_files
+    record_files, record_key, verify_files
 
 
 #: Samples before/after the R peak that the signal model's beat branch sees (0.36 s each way).
@@ -196,9 +196,14 @@ def recorder_signal(signal, samples, recorder) -> tuple:
     return back, np.clip(moved, 0, len(back) - 1)
 
 
-@lru_cache(maxsize=None)
 def _record_inputs(record: int, recorder: str = "native") -> dict:
-    path = config.CACHE_DIR / "inputs_v3" / recorder / f"{record}.npz"
+    """patient_inputs of one record, checked and cached like the beat table (data.record_key)."""
+    return _cached_inputs(record, recorder, record_key(record))
+
+
+@lru_cache(maxsize=None)
+def _cached_inputs(record: int, recorder: str, files_key: str) -> dict:
+    path = config.CACHE_DIR / "inputs_v3" / recorder / f"{record}-{files_key}.npz"
     if not path.is_file():
         beats = load_beats([record])
         if recorder == "native":

@@ -219,3 +219,30 @@ def test_recorder_versions_keep_the_beats_and_lose_the_high_frequencies():
         assert np.median(x[moved] / np.maximum(signal[samples], 1e-3)) > 0.7
     with pytest.raises(ValueError, match="recorder"):
         load_inputs([119], recorder="via300")
+
+
+def test_input_cache_is_checked_and_keyed_to_the_files_it_was_built_from(tmp_path, monkeypatch):
+    """load_inputs checks the record's files on every call, warm cache or not, and a changed file
+    is never served the cached inputs of the old one."""
+    import ekg.config
+    import ekg.data
+    import ekg.features
+    from ekg.data import DataError
+
+    monkeypatch.setattr(ekg.config, "CACHE_DIR", tmp_path / "cache")
+    ekg.features._cached_inputs.cache_clear()
+    first = ekg.features.load_inputs([100])
+    assert len(list((tmp_path / "cache").glob("inputs_v3/native/100-*.npz"))) == 1
+    calls = []
+    real = ekg.data.verify_files
+    monkeypatch.setattr(ekg.data, "verify_files", lambda *a, **k: calls.append(a) or real(*a, **k))
+    again = ekg.features.load_inputs([100])  # warm: still checked
+    assert calls and all(np.array_equal(first[k], again[k]) for k in first)
+
+    def corrupt(*args, **kwargs):
+        raise DataError("100.dat does not match its SHA-256 sum")
+
+    monkeypatch.setattr(ekg.data, "verify_files", corrupt)
+    with pytest.raises(DataError, match="100.dat"):
+        ekg.features.load_inputs([100])
+    ekg.features._cached_inputs.cache_clear()
