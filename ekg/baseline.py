@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import config
-from .data import CLASSES, FS, _records_arg, find_data_dir, load_beats
+from .data import CLASSES, FS, _records_arg, causal_local_rr, find_data_dir, load_beats
 from .signals import read_signal
 
 #: Beats before the current one whose RR intervals form the local rhythm (de Chazal: about 10).
@@ -72,7 +72,7 @@ def rr_features(samples, fs=FS) -> pd.DataFrame:
     times = samples / float(fs)
     rr = np.diff(times)
     rr_prev, rr_next = np.r_[np.nan, rr], np.r_[rr, np.nan]
-    local = pd.Series(rr_prev).shift(1).rolling(LOCAL_BEATS, min_periods=1).mean().to_numpy()
+    local = causal_local_rr(rr_prev, LOCAL_BEATS)  # the beat table's and the CNN's rule
     # long-term mean: intervals j < i whose beat time t_j lies within LONG_WINDOW_S before t_i
     past = np.r_[0.0, np.cumsum(np.nan_to_num(rr_prev))]          # sum of rr_prev[:k]
     count = np.r_[0, np.cumsum(~np.isnan(rr_prev))]
