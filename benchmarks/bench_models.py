@@ -23,11 +23,14 @@ from torchvision.transforms.v2 import functional as TF
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ekg.batches import BeatSet, predict  # noqa: E402
 from ekg.data import load_beats  # noqa: E402
+from ekg.features import RHYTHM_FEATURES  # noqa: E402
 from ekg.images import RENDER_YLIM, render_device  # noqa: E402
 from ekg.models import ImageCNN, SeedCNN, SignalCNN  # noqa: E402
 from ekg.training import get_device  # noqa: E402
 
 IMAGE = dict(kind="image", window=[96, 96], ylim=list(RENDER_YLIM), normalise=[0.5, 0.5])
+# notebook 03's signal model leaves out the rhythm columns in seconds
+SECONDS = [RHYTHM_FEATURES.index(n) for n in ("rr_prev (s)", "rr_next (s)", "local RR (s)", "long RR (s)")]
 
 
 def models(gpu):
@@ -36,7 +39,8 @@ def models(gpu):
         ("seed_cnn (120x120)", SeedCNN(), {**IMAGE, "size": [120, 120]}, 32, False),
         ("image_cnn (48x72)" if not gpu else "image_cnn (128x192)", ImageCNN(width=32 if gpu else 16),
          {**IMAGE, "size": [128, 192] if gpu else [48, 72]}, 128, True),
-        ("signal_cnn", SignalCNN(width=32), dict(kind="signal"), 256, True),
+        ("signal_cnn", SignalCNN(width=16, rr_next_cap_s=1.5, drop_rhythm=SECONDS), dict(kind="signal"), 256,
+         "recorders"),
     ]
 
 
