@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from ekg.monitor import ALARM_PRIORITY, ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, Monitor
+from ekg.monitor.alarms import VT_GRACE_S, score_vt_alarms, vt_episodes
 from helpers import stream
 
 
@@ -12,24 +13,26 @@ def rules(rules_model):
     return Monitor(rules_model, 360)
 
 
-def feed_events(monitor, classes, rr):
-    """Feed beats of the given classes, rr seconds apart (one number, or one per beat); return the alarm events."""
+def feed_events(monitor, classes, rr, p_v=1.0):
+    """Feed beats of the given classes, rr seconds apart and with probability p_v of being V beats
+    (each one number, or one per beat; by default every beat is certain); return the alarm events."""
     rrs = np.broadcast_to(np.asarray(rr, dtype=float), (len(classes),))
+    pvs = np.broadcast_to(np.asarray(p_v, dtype=float), (len(classes),))
     events, t = [], 0.0
-    for c, r in zip(classes, rrs):
+    for c, r, p in zip(classes, rrs, pvs):
         t += r
-        events += monitor._rhythm_alarms(t, c, r)
+        events += monitor._rhythm_alarms(t, c, r, p)
     return events
 
 
-def feed(monitor, classes, rr, announced_only=True):
+def feed(monitor, classes, rr, announced_only=True, p_v=1.0):
     """The kinds of the alarms raised (announced_only: of those announced, i.e. sounded)."""
-    return [e["kind"] for e in feed_events(monitor, classes, rr) if e["announced"] or not announced_only]
+    return [e["kind"] for e in feed_events(monitor, classes, rr, p_v) if e["announced"] or not announced_only]
 
 
-def beats_to_alarms(classes, rr, model, announced_only=False):
+def beats_to_alarms(classes, rr, model, announced_only=False, p_v=1.0):
     """The alarms raised (logged) by a fresh monitor, advisory ones included."""
-    return feed(Monitor(model, 360), classes, rr, announced_only)
+    return feed(Monitor(model, 360), classes, rr, announced_only, p_v)
 
 
 def test_rhythm_alarms(rules_model):
@@ -150,11 +153,12 @@ def test_pause_alarm_fires_on_a_real_gap(model, rec100):
 # -- every rule pinned exactly: events, times, evidence, boundaries (killing mutmut's mutants) --------
 
 def play(monitor, beats, start=0.0):
-    """Feed (class, rr) beats at exact times (the rr values are sums of powers of 2); return all events."""
+    """Feed (class, rr) or (class, rr, p(V)) beats at exact times (the rr values are sums of powers of 2;
+    p(V) 1 when not given); return all events."""
     events, t = [], start
-    for cls, rr in beats:
+    for cls, rr, *p_v in beats:
         t += rr
-        events += monitor._rhythm_alarms(t, cls, rr)
+        events += monitor._rhythm_alarms(t, cls, rr, p_v[0] if p_v else 1.0)
     return events
 
 
@@ -169,7 +173,8 @@ def test_a_scripted_rhythm_gives_exactly_these_events(rules):
     assert play(rules, beats) == [
         alarm(5.0, "couplet", "advisory", "2 consecutive V beats", False),
         alarm(9.0, "couplet", "advisory", "2 consecutive V beats", False),  # the run's second beat...
-        alarm(9.5, "ventricular tachycardia", "high", "3 V beats in a row at 120 bpm", True),  # ...its third
+        alarm(9.5, "ventricular tachycardia", "high", "3 V beats in a row at 120 bpm; the last 3 with p(V) at "
+              "least 1.00, RR range 0% of their mean", True),  # ...its third
         alarm(19.0, "bigeminy", "advisory", "a V beat after every 1 other beat(s), 3 cycles", False),
         # 8-beat mean: six RR of 0.25 s and two of 1 s, 0.4375 s: 137 bpm
         alarm(21.5, "tachycardia", "medium", "mean rate 137 bpm over 8 beats", True),
@@ -211,10 +216,82 @@ def test_the_vt_rate_is_that_of_the_intervals_inside_the_run(rules_model):
 
     # 0.75 and 0.5 s inside the run: 96 bpm; the 0.25 s before its first beat is not part of it
     assert vt([("V", 0.25), ("V", 0.75), ("V", 0.5)]) == []
-    assert vt([("V", 1.0), ("V", 0.5), ("V", 0.5)]) == ["3 V beats in a row at 120 bpm"]
+    assert vt([("V", 1.0), ("V", 0.5), ("V", 0.5)]) == [
+        "3 V beats in a row at 120 bpm; the last 3 with p(V) at least 1.00, RR range 0% of their mean"]
     assert vt([("V", 0.25), ("V", 0.75), ("V", 0.75)]) == []  # 80 bpm
     # exactly at the limit is not above it
     assert vt([("V", 1.0), ("V", 0.5), ("V", 0.5)], vt_min_rate_bpm=120) == []
+
+
+def vt_alarms(monitor, beats):
+    """(time, evidence) of the VT alarms raised by (class, rr, p(V)) beats after 4 N beats of 1 s."""
+    events = play(monitor, [("N", 1.0)] * 4 + beats)
+    return [(e["time"], e["evidence"]) for e in events if e["kind"] == "ventricular tachycardia"]
+
+
+def test_vt_needs_its_last_three_beats_to_be_confident_v_beats(rules, rules_model):
+    # chosen on DS1 out-of-fold predictions (benchmarks/tune_vt_ds1.py); a change must be re-tuned there
+    assert ALARM_THRESHOLDS["vt_min_p_v"] == 0.9
+    # p(V) exactly at the gate is enough; one beat just under it holds the alarm back (a run of V beats
+    # that the model is unsure of is mostly aberrant beats in atrial fibrillation)
+    assert vt_alarms(rules, [("V", 0.25, 0.9), ("V", 0.25, 0.95), ("V", 0.25, 0.9)]) == [
+        (4.75, "3 V beats in a row at 240 bpm; the last 3 with p(V) at least 0.90, RR range 0% of their mean")]
+    for weak in range(3):
+        p_v = [0.99, 0.99, 0.99]
+        p_v[weak] = 0.89
+        beats = [("V", 0.25, p) for p in p_v]
+        assert vt_alarms(Monitor(rules_model, 360), beats) == [], weak
+        # the couplet rule still reads the classes: 3 V beats are no couplet, whatever their p(V)
+        assert [e["kind"] for e in play(Monitor(rules_model, 360), [("N", 1.0)] * 4 + beats)] == ["couplet"]
+    # the gate slides along a longer run: the alarm comes once the last 3 beats are confident...
+    monitor = Monitor(rules_model, 360)
+    assert vt_alarms(monitor, [("V", 0.25, 0.5), ("V", 0.25, 0.95), ("V", 0.25, 0.95), ("V", 0.25, 0.95)]) == [
+        (5.0, "4 V beats in a row at 240 bpm; the last 3 with p(V) at least 0.95, RR range 0% of their mean")]
+    # ...and a less certain beat inside a run already alarmed does not end the alarm; a non-V beat does
+    play(monitor, [("V", 0.25, 0.7)], start=5.0)
+    assert "ventricular tachycardia" in monitor.active
+    play(monitor, [("N", 0.25, 0.0)], start=5.25)
+    assert "ventricular tachycardia" not in monitor.active
+    # the gate is a threshold like the others: a monitor can set its own
+    lenient = Monitor(rules_model, 360, thresholds={"vt_min_p_v": 0.8})
+    assert len(vt_alarms(lenient, [("V", 0.25, 0.85)] * 3)) == 1
+
+
+def test_vt_needs_a_regular_rhythm_in_its_last_three_beats(rules_model):
+    assert ALARM_THRESHOLDS["vt_max_rr_spread"] == 0.4
+    # intervals of 0.25 and 0.375 s: their range is exactly 0.4 of their mean, which is allowed
+    assert vt_alarms(Monitor(rules_model, 360), [("V", 0.25, 1.0), ("V", 0.25, 1.0), ("V", 0.375, 1.0)]) == [
+        (4.875, "3 V beats in a row at 192 bpm; the last 3 with p(V) at least 1.00, RR range 40% of their mean")]
+    # 0.25 and 0.390625 s: 44%, an irregular run (the interval before the run is not part of it)
+    irregular = [("V", 0.25, 1.0), ("V", 0.25, 1.0), ("V", 0.390625, 1.0)]
+    assert vt_alarms(Monitor(rules_model, 360), irregular) == []
+    # a run that goes on regularly alarms on the first beat whose last 3 are regular
+    assert [t for t, _ in vt_alarms(Monitor(rules_model, 360), irregular + [("V", 0.390625, 1.0)])] == [5.28125]
+    loose = Monitor(rules_model, 360, thresholds={"vt_max_rr_spread": 0.5})
+    assert len(vt_alarms(loose, irregular)) == 1
+
+
+def test_vt_episodes_are_the_vt_rhythm_labels_to_the_next_rhythm_change():
+    symbols = ["N", "+", "V", "+", "N", "+", "V", "+"]
+    samples = [10, 360, 400, 1080, 1100, 3600, 3700, 7200]
+    notes = ["", "(VT\x00", "", "(N", "", "(VT", "", "(VT"]
+    # the last runs to the end of the stretch scored; it is left out when that ends where it starts
+    assert vt_episodes(symbols, samples, notes, 360, 30.0) == [(1.0, 3.0), (10.0, 20.0), (20.0, 30.0)]
+    assert vt_episodes(symbols, samples, notes, 360, 20.0) == [(1.0, 3.0), (10.0, 20.0)]
+    assert vt_episodes(symbols, samples, notes, 360, 15.0) == [(1.0, 3.0), (10.0, 15.0)]  # cut where scoring ends
+    assert vt_episodes(["+", "+"], [0, 360], ["(VFL", "(N"], 360, 10.0) == []  # flutter is no VT
+
+
+def test_vt_alarms_count_from_an_episodes_start_to_the_grace_after_its_end():
+    assert VT_GRACE_S == 5.0
+    episodes = [(10.0, 12.0), (30.0, 31.0)]
+    first, false = score_vt_alarms(episodes, [9.75, 10.0, 11.0, 17.0, 17.25, 36.0])
+    np.testing.assert_array_equal(first, [10.0, 36.0])  # both ends inclusive
+    assert false.tolist() == [True, False, False, False, True, False]
+    first, false = score_vt_alarms(episodes, [])
+    assert np.isnan(first).all() and false.tolist() == []
+    first, false = score_vt_alarms([], [5.0])
+    assert first.tolist() == [] and false.tolist() == [True]
 
 
 @pytest.mark.filterwarnings("error")  # an unknown rate is 0, not the mean of nothing
@@ -222,9 +299,10 @@ def test_a_run_of_unknown_rate_is_no_vt_whatever_the_threshold(rules_model):
     monitor = Monitor(rules_model, 360, thresholds={"vt_min_rate_bpm": 0.5})
     events = []
     for t, cls, rr in [(1.0, "N", 1.0), (2.0, "N", 1.0), (3.0, "V", np.nan), (4.0, "V", np.nan), (5.0, "V", np.nan)]:
-        events += monitor._rhythm_alarms(t, cls, rr)  # RR unknown (a gap in the signal) inside the run
+        events += monitor._rhythm_alarms(t, cls, rr, 1.0)  # RR unknown (a gap in the signal) inside the run
     assert "ventricular tachycardia" not in [e["kind"] for e in events]
-    assert "ventricular tachycardia" in [e["kind"] for e in monitor._rhythm_alarms(6.0, "V", 1.0)]
+    # one known interval: a rate, and no regularity to judge, which does not hold the alarm back
+    assert "ventricular tachycardia" in [e["kind"] for e in monitor._rhythm_alarms(6.0, "V", 1.0, 1.0)]
 
 
 def test_rate_limits_are_strict_and_their_ends_have_hysteresis(rules, rules_model):

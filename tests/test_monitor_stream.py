@@ -171,3 +171,34 @@ def test_a_ward_gives_each_patient_the_events_of_its_own_monitor(model, rec100):
                 assert e["class"] == f["class"] and e["time"] == f["time"]
                 np.testing.assert_allclose(list(e["probabilities"].values()), list(f["probabilities"].values()),
                                            atol=1e-5)
+
+
+def spy_on_rhythm_rules(monitor):
+    """Record the p(V) a monitor's rhythm rules receive with each beat; return the list it fills."""
+    seen, rules = [], monitor._rhythm_alarms
+
+    def recording(t, cls, rr_prev, p_v):
+        seen.append((t, cls, p_v))
+        return rules(t, cls, rr_prev, p_v)
+
+    monitor._rhythm_alarms = recording
+    return seen
+
+
+def test_the_rhythm_rules_get_each_beats_p_v_alone_and_on_a_ward(model, excerpts):
+    # the VT alarm's probability gate reads p(V): it must be the beat's own, on both paths
+    x = excerpts[208][: 360 * 40]
+    alone = Monitor(model, 360)
+    seen_alone = spy_on_rhythm_rules(alone)
+    beats = beats_of(stream(alone, x, 360))
+    assert sum(b["class"] == "V" for b in beats) > 5
+    expected = [(b["time"], b["class"], b["probabilities"]["V"]) for b in beats]
+    assert seen_alone == expected
+    ward = Ward(model)
+    seen_ward = spy_on_rhythm_rules(ward.add("bed", 360))
+    ward.add("other", 250)  # a second patient in the same model call
+    for second in range(40):
+        ward.push({"bed": x[second * 360:(second + 1) * 360],
+                   "other": resample(x, 360, 250)[second * 250:(second + 1) * 250]})
+    assert [(t, c) for t, c, _ in seen_ward] == [(t, c) for t, c, _ in expected]
+    np.testing.assert_allclose([p for *_, p in seen_ward], [p for *_, p in expected], atol=1e-5)

@@ -10,12 +10,13 @@ and Ward that put them together.
 Imports torch, NumPy and SciPy, never torchvision, matplotlib, the training loop or the
 notebooks' utils.
 """
-from .alarms import ALARM_PRIORITY, ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, CRITICAL_ALARMS, NEVER_SUPPRESSED, AlarmRules
+from .alarms import (ALARM_PRIORITY, ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, CRITICAL_ALARMS, NEVER_SUPPRESSED, VT_GRACE_S,
+                     AlarmRules, score_vt_alarms, vt_episodes)
 from .qrs import StreamingQRS, detect_beats
 from .quality import block_quality
 from .stream import Monitor, Ward
 from .vf import VF_SETTINGS, VFDetector, detect_vf
 
 __all__ = ["ALARM_PRIORITY", "ALARM_THRESHOLDS", "ARRHYTHMIA_ALARMS", "CRITICAL_ALARMS", "NEVER_SUPPRESSED",
-           "AlarmRules", "StreamingQRS", "detect_beats", "block_quality", "Monitor", "Ward", "VF_SETTINGS",
+           "VT_GRACE_S", "AlarmRules", "score_vt_alarms", "vt_episodes", "StreamingQRS", "detect_beats", "block_quality", "Monitor", "Ward", "VF_SETTINGS",
            "VFDetector", "detect_vf"]

@@ -1,5 +1,6 @@
 """Clinical alarms: every threshold with its source, and the rhythm rules that turn classified
-beats (and beats that did not come) into alarm events.
+beats (and beats that did not come) into alarm events; and the scoring of VT alarms against the
+reference rhythm labels (vt_episodes, score_vt_alarms), shared by notebook 05 and the VT tuning.
 
 Imports: NumPy only; the Monitor that uses these rules lives in monitor.stream.
 """
@@ -13,6 +14,13 @@ ALARM_THRESHOLDS = {
     # Ventricular tachycardia: 3 or more consecutive ventricular beats at a rate above 100 bpm
     # (ACC/AHA/ESC 2006 ventricular arrhythmia guideline; the MIT-BIH "(VT" rhythm label).
     "vt_min_beats": 3, "vt_min_rate_bpm": 100,
+    # ... and, before a VT alarm sounds, the run's last vt_min_beats beats must be confident V beats
+    # (each with p(V) at least vt_min_p_v) at a regular rhythm (their RR intervals' range at most
+    # vt_max_rr_spread of their mean). A project choice, tuned on the DS1 patients' out-of-fold
+    # predictions (benchmarks/tune_vt_ds1.py: most DS1 VT episodes alarmed, then fewest false VT
+    # alarms per patient-hour): the false runs there are aberrant, irregular beats in atrial
+    # fibrillation read as V, while VT is regular.
+    "vt_min_p_v": 0.9, "vt_max_rr_spread": 0.4,
     # Couplet: exactly 2 consecutive ventricular beats. Bigeminy / trigeminy: a ventricular beat
     # after every 1 / 2 other beats, alarmed after 3 such cycles (as bedside monitors do).
     "pattern_cycles": 3,
@@ -71,7 +79,7 @@ class AlarmRules:
 
     A mixin: Monitor inherits it and supplies the state it reads and writes: vf (its VFDetector), th (the
     thresholds), active (alarms now on), announced (when each kind last sounded), recent
-    ((time, class, rr_prev) of the last minute's beats), quality and bad_until (the signal
+    ((time, class, rr_prev, p(V)) of the last minute's beats), quality and bad_until (the signal
     quality guard), n and model_fs (the stream clock) and detector (its last R peak).
     """
 
@@ -108,11 +116,13 @@ class AlarmRules:
                 self.active.discard("ventricular fibrillation")
         return events
 
-    def _rhythm_alarms(self, t, cls, rr_prev):
+    def _rhythm_alarms(self, t, cls, rr_prev, p_v):
+        """The alarm events one classified beat raises: t its time (s), cls its class, rr_prev the
+        interval before it (s; NaN unknown), p_v the model's probability that it is a V beat."""
         th = self.th
         if self.bad_until > t - (rr_prev if rr_prev == rr_prev else 0):
             rr_prev = np.nan  # an interval that spans bad signal is no heart rate
-        self.recent = [b for b in self.recent if b[0] > t - 60] + [(t, cls, rr_prev)]
+        self.recent = [b for b in self.recent if b[0] > t - 60] + [(t, cls, rr_prev, float(p_v))]
         self.active -= {"pause", "asystole"}
         if not self._quality_ok(t):
             return []
@@ -126,8 +136,13 @@ class AlarmRules:
         if run >= th["vt_min_beats"]:
             rrs = [b[2] for b in self.recent[-run + 1:]]
             rate = 60 / np.nanmean(rrs) if rrs and not np.all(np.isnan(rrs)) else 0
-            if rate > th["vt_min_rate_bpm"]:
-                events += self._raise("ventricular tachycardia", t, f"{run} V beats in a row at {rate:.0f} bpm")
+            last = self.recent[-th["vt_min_beats"]:]
+            p_min = min(b[3] for b in last)
+            spread = _rr_spread([b[2] for b in last[1:]])
+            if rate > th["vt_min_rate_bpm"] and p_min >= th["vt_min_p_v"] and spread <= th["vt_max_rr_spread"]:
+                events += self._raise("ventricular tachycardia", t,
+                                      f"{run} V beats in a row at {rate:.0f} bpm; the last {len(last)} with "
+                                      f"p(V) at least {p_min:.2f}, RR range {spread:.0%} of their mean")
         else:
             self.active.discard("ventricular tachycardia")
             if classes[-3:-2] != ["V"] and classes[-2:] == ["V", "V"]:
@@ -174,3 +189,43 @@ class AlarmRules:
                 events += self._raise(kind, now, f"no beat for {gap:.1f} s")
                 break
         return events
+
+
+#: Scoring VT alarms against the cardiologists' rhythm labels (notebook 05, benchmarks/tune_vt_ds1.py): an
+#: alarm counts for an episode when it comes from the episode's start to this many seconds after its end
+#: (beats are labelled a second or two after their R peak); an alarm outside every such span is false.
+VT_GRACE_S = 5.0
+
+
+def vt_episodes(symbols, samples, aux_notes, fs, end_s) -> list:
+    """Return the (start, end) times in seconds of one record's reference ventricular tachycardia
+    episodes: from each "(VT" rhythm annotation (symbol "+") to the next rhythm change, cut at end_s
+    (the end of the stretch scored); an episode starting at or after end_s is left out."""
+    rhythm = [(s / fs, str(aux).strip("\x00")) for s, sym, aux in zip(samples, symbols, aux_notes) if sym == "+"]
+    episodes = []
+    for i, (start, label) in enumerate(rhythm):
+        if label == "(VT" and start < end_s:
+            end = rhythm[i + 1][0] if i + 1 < len(rhythm) else end_s
+            episodes.append((start, min(end, end_s)))
+    return episodes
+
+
+def score_vt_alarms(episodes, alarm_times, grace_s=VT_GRACE_S) -> tuple:
+    """Score one record's VT alarm times (s) against its episodes (vt_episodes). Returns (first, false):
+    first, per episode, the time of the first alarm from its start to grace_s after its end (NaN when
+    none: the episode was missed); false, per alarm, True when it lies outside every episode so widened."""
+    times = np.asarray(alarm_times, dtype=float).reshape(-1)
+    spans = np.asarray(episodes, dtype=float).reshape(-1, 2)
+    inside = (times[None, :] >= spans[:, :1]) & (times[None, :] <= spans[:, 1:] + grace_s)
+    first = np.array([times[row].min() if row.any() else np.nan for row in inside])
+    return first, ~inside.any(axis=0)
+
+
+def _rr_spread(rrs) -> float:
+    """Return the range of the known RR intervals as a share of their mean: 0 for a perfectly regular
+    run, and 0 too when fewer than two are known (an unknown rhythm does not hold a VT alarm back;
+    its rate decides)."""
+    known = [r for r in rrs if r == r]
+    if len(known) < 2:
+        return 0.0
+    return (max(known) - min(known)) / (sum(known) / len(known))

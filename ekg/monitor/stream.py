@@ -19,6 +19,8 @@ from .qrs import StreamingQRS
 from .quality import block_quality
 from .vf import VFDetector
 
+V_INDEX = CLASSES.index("V")  # the column of p(V) in the model's probabilities
+
 
 class Monitor(AlarmRules):
     """A bedside monitor for one patient's ECG stream: finds beats, classifies them, raises alarms.
@@ -39,7 +41,9 @@ class Monitor(AlarmRules):
     it: a model with rr_next_cap_s sees the next RR interval only up to that cap,
     so its beats wait at most the cap plus the detector's decision time (otherwise
     2 s, then classified as if the next RR were usual). Memory is bounded: a few seconds of
-    signal, the last 32 beats and the last 256 RR intervals. Arrhythmia alarms are suppressed
+    signal, the last 32 beats and the last 256 RR intervals. The rhythm rules get each beat's class,
+    RR interval and p(V): a VT alarm needs its last beats to be confident V beats at a regular rate
+    (alarms.ALARM_THRESHOLDS, vt_min_p_v and vt_max_rr_spread). Arrhythmia alarms are suppressed
     while the signal quality is bad, except ventricular fibrillation: a VFDetector (monitor.vf)
     judges every second the last 4 s of signal, without beats, tells VF from artifact itself,
     and its alarm is neither suppressed nor ended by the signal-quality guard.
@@ -80,7 +84,7 @@ class Monitor(AlarmRules):
         self.last_r = None
         self.rr = []  # RR intervals (s) of the last LONG_BEATS beats: the local and the long mean
         self.last_rr_prev = np.nan  # the previous beat's RR interval before it
-        self.recent = []  # (time, class, rr_prev) of the last beats, for rhythm alarms
+        self.recent = []  # (time, class, rr_prev, p(V)) of the last beats, for rhythm alarms
         self.active = set()  # alarms currently on
         self.announced = {}  # when each kind of alarm was last announced
 
@@ -140,7 +144,8 @@ class Monitor(AlarmRules):
                 events.append({"type": "beat", "time": t, "class": cls,
                                "probabilities": dict(zip(CLASSES, map(float, p))),
                                "delay_s": (batch["now"] - r) / self.model_fs, "quality": self.quality})
-                events += self._rhythm_alarms(t, cls, prev)
+                # the rules see the beat's p(V) too: a VT alarm needs confident V beats (ALARM_THRESHOLDS)
+                events += self._rhythm_alarms(t, cls, prev, float(p[V_INDEX]))
         return events + self._timed_alarms()
 
     # -- signal quality -----------------------------------------------------------
