@@ -163,3 +163,51 @@ def test_detect_vf_resamples_a_recording_to_the_analysis_rate(cu01):
     alarms = [w["time"] for w in windows if w["alarm"] == "on"]
     assert len(alarms) == 1 and ONSET - 1 <= alarms[0] <= ONSET + 10
     assert windows[0]["time"] == VF_SETTINGS["window_s"] and len(windows) == int(len(cu01) / 250 - 4) + 1
+
+
+def _with_em_noise(signal, fs, beats, snr_db, channel=0):
+    """signal + nstdb electrode-motion noise (channel 0: never fitted on) at snr_db as nst scales it."""
+    noise, _ = nst.read_noise("em", channel, NOISE)
+    gain = nst.noise_gain(snr_db, nst.qrs_amplitude(signal, beats, fs), nst.noise_rms(noise, fs))
+    return signal + gain * noise[:len(signal)]
+
+
+@pytest.mark.skipif(not (NOISE / "em.hea").is_file(), reason="nstdb noise records not present")
+def test_electrode_motion_at_6_db_is_no_vf_but_vf_with_it_still_alarms(model):
+    # DS1 record 116 with electrode motion at 6 dB, 470-570 s: the detector without the noise features
+    # (12 features, threshold 0.8) raised 5 VF alarms in these 100 s; VF with the same noise stays VF
+    import wfdb
+
+    signal, fs, _ = read_signal(find_data_dir() / "116")
+    fs = int(fs)
+    ann = wfdb.rdann(str(find_data_dir() / "116"), "atr")
+    noisy = _with_em_noise(signal, fs, nst.normal_beats(ann.symbol, ann.sample), 6)[470 * fs:570 * fs]
+    assert not [w for w in VFDetector(fs).feed(noisy) if w["alarm"]]
+    assert not vf_alarms(stream(Monitor(model, fs), noisy, fs))
+    # cu01 (resampled to 360 Hz) with the same noise at 6 dB of its own QRS size: VF alarmed within 10 s
+    cu, cu_fs, _ = read_signal(CUDB / "cu01")
+    ann = wfdb.rdann(str(CUDB / "cu01"), "atr")
+    cu = resample(cu, cu_fs, 360)
+    beats = np.round(nst.normal_beats(ann.symbol, ann.sample) * 360 / cu_fs).astype(int)
+    vf = _with_em_noise(cu, 360, beats, 6)[int(START_S * 360):260 * 360]
+    alarms = vf_alarms(stream(Monitor(model, 360), vf, 360))
+    assert alarms and ONSET - 1 <= alarms[0]["time"] <= ONSET + 10 and alarms[0]["announced"]
+
+
+@pytest.mark.skipif(not (NOISE / "em.hea").is_file(), reason="nstdb noise records not present")
+def test_the_noise_features_tell_electrode_motion_from_vf(cu01, rec100):
+    # what each feature is for (vf.vf_features): VF's power at 2.5-7.5 Hz, electrode motion's below
+    # 2.5 Hz; VF's amplitude steady, electrode motion's in bursts; VF crossing zero twice per cycle
+    import wfdb
+
+    def medians(windows):
+        return {f: np.median([w["features"][FEATURES.index(f)] for w in windows]) for f in FEATURES}
+
+    vf = medians([w for w in VFDetector(250, model=None).feed(cu01) if w["time"] >= ONSET + 5])
+    ann = wfdb.rdann(str(find_data_dir() / "100"), "atr")
+    normal = nst.normal_beats(ann.symbol, ann.sample)
+    noisy = _with_em_noise(rec100, 360, normal[normal < len(rec100)], 0)
+    em = medians(VFDetector(360, model=None).feed(noisy))
+    assert vf["vf_band"] > em["vf_band"] + 0.3 and vf["low_band"] < em["low_band"] - 0.2
+    assert vf["amp_cv"] < em["amp_cv"] and vf["amp_range"] > em["amp_range"]
+    assert vf["zc_ratio"] < 1.5 < em["zc_ratio"]
