@@ -36,6 +36,8 @@ ALLOWED = {
     # cross-validation over DS1 and the classical feature baseline
     "cv": {"config", "data", "metrics", "models"},
     "baseline": {"config", "data", "signals"},
+    # the CNN and the feature baseline combined, chosen on the same folds
+    "ensemble": {"baseline", "config", "cv", "data", "features", "signals"},
     # the command line and the report export sit on top of everything
     "export": {"config"},
     "cli": {"classify", "data", "export", "models", "monitor.quality", "signals"},
