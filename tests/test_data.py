@@ -306,6 +306,8 @@ def test_download_verifies_every_file(physionet_mirror, tmp_path):
     dest = download_mitdb(tmp_path / "dl", records=[100, 101], base_url=url)
     assert sorted(p.name for p in dest.iterdir()) == sorted(record_files([100, 101]) + ["RECORDS"])
     assert wfdb.rdrecord(str(dest / "101")).p_signal.shape == (650_000, 2)
+    # RECORDS, written last (find_data_dir takes it as the sign of a finished download), lists them one a line
+    assert (dest / "RECORDS").read_text() == "100\n101\n"
 
 
 def test_download_rejects_a_corrupted_file(physionet_mirror, tmp_path):
@@ -360,5 +362,6 @@ def test_download_fetches_every_record_two_files_at_a_time(tmp_path, monkeypatch
 
 
 def test_unreachable_server_gives_a_clear_error(tmp_path):
-    with pytest.raises(DataError, match="Downloading MIT-BIH"):
+    # the error names the server it tried (the one given, not the default) and what to do
+    with pytest.raises(DataError, match=r"^Downloading MIT-BIH from http://127\.0\.0\.1:9/ failed .*set EKG_DATA_DIR"):
         download_mitdb(tmp_path / "dl", records=[100], base_url="http://127.0.0.1:9/")

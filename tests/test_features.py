@@ -246,3 +246,111 @@ def test_input_cache_is_checked_and_keyed_to_the_files_it_was_built_from(tmp_pat
     with pytest.raises(DataError, match="100.dat"):
         ekg.features.load_inputs([100])
     ekg.features._cached_inputs.cache_clear()
+
+
+# -- the rhythm columns' bounds and fallbacks, the recorder versions' edges ------------------------------
+
+def test_rhythm_inputs_are_bounded_so_a_pause_or_an_artefact_cannot_swamp_the_model():
+    from ekg.features import rhythm_inputs
+
+    c = {name: i for i, name in enumerate(RHYTHM_FEATURES)}
+    #                         beat 0   beat 1   beat 2
+    rr_prev = np.array([0.01, 5.5, 6.0])
+    rr_next = np.array([6.0, 0.01, 5.5])
+    rr_local = np.array([0.1, 4.0, 3.5])  # RR references are kept within 0.2 .. 3 s
+    rr_long = np.array([0.1, 4.0, 3.5])
+    rr_before = np.array([5.5, 0.01, 1.0])
+    rr_spread = np.array([0.5, 1.0, 7.5])  # spread / local is kept within 0 .. 2
+    amplitude = np.array([10.0, 5.5, 0.5])  # amplitude / typical is kept within 0 .. 5
+    typical = np.array([1.0, 1.0, 0.01])  # a typical amplitude under 0.05 mV counts as 0.05 (noise)
+    rhythm = rhythm_inputs(rr_prev, rr_next, rr_local, rr_long, rr_before, rr_spread, amplitude, typical)
+    np.testing.assert_allclose(rhythm[:, c["local RR (s)"]], [0.2, 3.0, 3.0], rtol=1e-6)
+    np.testing.assert_allclose(rhythm[:, c["long RR (s)"]], [0.2, 3.0, 3.0], rtol=1e-6)
+    # intervals in seconds within 0.05 .. 5 s (a pause longer than 5 s is 5 s to the model)
+    np.testing.assert_allclose(rhythm[:, c["rr_prev (s)"]], [0.05, 5.0, 5.0], rtol=1e-6)
+    np.testing.assert_allclose(rhythm[:, c["rr_next (s)"]], [5.0, 0.05, 5.0], rtol=1e-6)
+    np.testing.assert_allclose(rhythm[:, c["previous beat's rr_prev / local RR"]], [5.0 / 0.2, 0.05 / 3.0, 1.0 / 3.0],
+                               rtol=1e-6)
+    np.testing.assert_allclose(rhythm[:, c["rr_prev / local RR"]], [0.05 / 0.2, 5.0 / 3.0, 5.0 / 3.0], rtol=1e-6)
+    np.testing.assert_allclose(rhythm[:, c["rr_next / long RR"]], [5.0 / 0.2, 0.05 / 3.0, 5.0 / 3.0], rtol=1e-6)
+    np.testing.assert_allclose(rhythm[:, c["amplitude / typical"]], [5.0, 5.0, 5.0], rtol=1e-6)
+    np.testing.assert_allclose(rhythm[:, c["local RR sd / local RR"]], [2.0, 1.0 / 3.0, 2.0], rtol=1e-6)
+
+
+def test_a_beat_with_no_interval_known_is_taken_at_0_8_s():
+    # a record's only beat: no interval before or after it, no local or long mean
+    context = np.zeros((1, sum(CONTEXT)), np.float32)
+    context[0, CONTEXT[0]] = 1.0
+    rhythm = patient_inputs(context, [np.nan], [np.nan])["rhythm"][0]
+    expected = {"rr_prev (s)": 0.8, "rr_next (s)": 0.8, "local RR (s)": 0.8, "long RR (s)": 0.8,
+                "rr_prev / local RR": 1.0, "rr_next / long RR": 1.0, "previous beat's rr_prev / local RR": 1.0,
+                "amplitude / typical": 1.0, "local RR sd / local RR": 0.0}
+    for name, value in expected.items():
+        assert rhythm[col(name)] == pytest.approx(value, rel=1e-6), name
+
+
+def test_the_spread_of_a_single_past_interval_is_zero_as_the_monitor_computes_it():
+    # the monitor (stream.py) takes np.std of the intervals it has; one interval has no spread, not an unknown one
+    rr = np.array([np.nan, 0.8, 0.9, 0.7])
+    spread = rr_history(rr)[3]
+    assert np.isnan(spread[:2]).all()  # no interval before the first two beats (the first has no rr_prev)
+    assert spread[2] == 0.0 and spread[3] == pytest.approx(np.std([0.8, 0.9]))
+
+
+def test_no_beats_error_names_the_problem_first():
+    with pytest.raises(ValueError, match=r"^no beats: patient_inputs needs at least one beat$"):
+        patient_inputs(np.zeros((0, sum(CONTEXT)), np.float32), [], [])
+
+
+def test_windows_and_recorder_versions_are_float32_whatever_the_input():
+    # float32 halves the memory of the training set; wfdb gives float64
+    signal = read_signal(SHARED / "100")[0][: 360 * 20].astype(np.float64)
+    samples = np.array([400, 1000, 3000])
+    assert beats_from_signal(signal, samples)[0].dtype == np.float32
+    for name in RECORDERS:
+        assert recorder_signal(signal, samples, name)[0].dtype == np.float32, name
+
+
+def test_recorder_versions_keep_beats_at_the_first_and_last_sample_inside_the_record():
+    signal = read_signal(SHARED / "100")[0][: 360 * 60]
+    n = len(signal)
+    samples = np.array([0, 1, 1000, n - 2, n - 1])
+    for name in ("via128", "via250"):
+        _, moved = recorder_signal(signal, samples, name)
+        # the last sample rounds onto the recorder's grid point just past the end: it stays the last
+        assert moved[0] == 0 and moved[-1] == n - 1 and (moved >= 0).all() and (moved < n).all(), name
+    # (at 128 Hz the last sample, 21599, lies nearer the grid point at 21600: the clip matters)
+    assert round(round((n - 1) * 128 / 360) * 360 / 128) == n
+
+
+def test_the_250_hz_recorder_low_pass_is_a_second_order_butterworth_at_40_hz():
+    from scipy.signal import butter, sosfreqz
+
+    # zero-phase (forward and back): the gain is the filter's magnitude squared
+    t = np.arange(360 * 20) / 360
+    for f in (20.0, 60.0):
+        tone = np.sin(2 * np.pi * f * t)
+        out, _ = recorder_signal(tone, [], "via250")
+        middle = slice(360 * 5, 360 * 15)  # away from the ends
+        gain = np.std(out[middle]) / np.std(tone[middle])
+        expected = np.abs(sosfreqz(butter(2, 40.0, fs=360, output="sos"), [f], fs=360)[1][0]) ** 2
+        assert gain == pytest.approx(expected, rel=0.05), f
+
+
+def test_load_inputs_gives_the_named_recorders_version(tmp_path, monkeypatch):
+    import ekg.config
+    import ekg.features
+
+    monkeypatch.setattr(ekg.config, "CACHE_DIR", tmp_path / "cache")
+    ekg.features._cached_inputs.cache_clear()
+    try:
+        native = load_inputs([100])
+        via = load_inputs([100], recorder="via250")
+        signal = read_signal(SHARED / "100")[0]
+        x, samples = recorder_signal(signal, load_beats([100])["sample"].to_numpy(), "via250")
+        expected = patient_inputs(*beats_from_signal(x, samples))
+        for key in expected:
+            np.testing.assert_allclose(via[key], expected[key], rtol=1e-5, atol=1e-5)
+        assert np.abs(via["beat"] - native["beat"]).max() > 0.01  # the recorder version is not the native one
+    finally:
+        ekg.features._cached_inputs.cache_clear()
