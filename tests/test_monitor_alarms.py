@@ -294,6 +294,19 @@ def test_vt_alarms_count_from_an_episodes_start_to_the_grace_after_its_end():
     assert first.tolist() == [] and false.tolist() == [True]
 
 
+def test_vt_alarm_times_may_come_as_a_number_a_column_or_whole_seconds():
+    # one alarm given as a number, or times as a one-column table's values (df[["time"]].to_numpy()):
+    # one flag per alarm all the same
+    first, false = score_vt_alarms([(10.0, 12.0)], 11.0)
+    assert first.tolist() == [11.0] and false.tolist() == [False]
+    first, false = score_vt_alarms([(10.0, 12.0)], np.array([[11.0], [20.0]]))
+    assert first.tolist() == [11.0] and false.tolist() == [False, True]
+    # whole seconds: the first alarm times are float seconds all the same, the dtype a missed episode's
+    # NaN needs (an array of ints could not hold it)
+    first, false = score_vt_alarms([(10, 12), (30, 31)], [11, 30])
+    assert first.dtype == np.float64 and first.tolist() == [11.0, 30.0] and false.tolist() == [False, False]
+
+
 @pytest.mark.filterwarnings("error")  # an unknown rate is 0, not the mean of nothing
 def test_a_run_of_unknown_rate_is_no_vt_whatever_the_threshold(rules_model):
     monitor = Monitor(rules_model, 360, thresholds={"vt_min_rate_bpm": 0.5})
