@@ -397,17 +397,44 @@ def test_the_missed_beat_interval_averages_the_last_eight_rr_intervals():
     assert detector.rr == [100] * 7 + [200]
 
 
-@pytest.mark.xfail(strict=True, reason="known defect (issue 11 mutation pass): a search-back beat whose integrator "
-                   "peak is older than the 3-s buffer gets its R peak at the buffer's first samples, so the "
-                   "position depends on the chunk size (StreamingQRS._accept, window a..b clamped to the buffer)")
-def test_a_missed_beat_found_late_in_a_slow_rhythm_keeps_its_place_whatever_the_chunks():
+@pytest.mark.parametrize("rr_s", [2.2, 4.0])
+def test_a_missed_beat_found_late_in_a_slow_rhythm_keeps_its_place_whatever_the_chunks(rr_s):
     # 27 bpm (RR 2.2 s): the missed-beat interval (1.66 RR = 3.65 s) is longer than the 3 s of signal held, so
     # the search-back for the small beat 0.4 s after the beat at 33.5 s (the next one, at 35.7 s, is missing)
-    # happens when its integrator peak has left the buffer
+    # happens when its integrator peak has left the buffer; at 15 bpm (RR 4 s) it is 6.2 s old by then
     t = np.arange(60 * FS) / FS
-    x = sum(np.exp(-0.5 * ((t - b) / 0.010) ** 2) for b in np.arange(0.5, 60, 2.2) if abs(b - 35.7) > 0.1)
-    x = (x + 0.2 * np.exp(-0.5 * ((t - 33.9) / 0.010) ** 2)).astype(np.float32)
-    offline = detect_beats(x, FS)  # 10-s chunks: the buffer still holds it
-    assert np.abs(offline / FS - 33.9).min() < 0.01
-    for chunk in (1, 90, 360):  # live chunks: it does not (found at 34.39, 34.25 and 34.0 s)
-        assert stream(StreamingQRS(), x, chunk) == list(offline), chunk
+    beats = np.arange(0.5, 60, rr_s)
+    last = beats[beats < 35][-1]  # the beat before the missing one
+    small = last + 0.4
+    x = sum(np.exp(-0.5 * ((t - b) / 0.010) ** 2) for b in beats if abs(b - last - rr_s) > 0.1)
+    x = (x + 0.2 * np.exp(-0.5 * ((t - small) / 0.010) ** 2)).astype(np.float32)
+    offline = detect_beats(x, FS)
+    assert np.abs(offline / FS - small).min() < 0.01  # found, in its place
+    unbounded = StreamingQRS()
+    unbounded.keep = len(x)  # the whole signal held: no search window is ever cut
+    assert stream(unbounded, x, 360) == list(offline)
+    for chunk in (1, 37, 90, 360, 1000):  # before the fix: found at 34.39, ..., 34.25 and 34.0 s (27 bpm)
+        detector = StreamingQRS()
+        assert stream(detector, x, chunk) == list(offline), chunk
+        # bounded memory: the R peaks kept for candidates go with them
+        assert len(detector.raw) <= detector.keep and detector.r_of == {}
+
+
+def test_a_candidate_keeps_its_r_peak_once_the_first_sample_of_its_search_leaves_the_buffer():
+    # the R peak of an integrator peak p is looked for back to p - 108 (250 ms, then 50 ms on the raw signal)
+    p, reach = 500, int(0.25 * FS) + int(round(0.05 * FS))
+    for cut, kept in ((p - reach, {}), (p - reach + 1, {p: p - reach})):  # that sample stays / goes
+        detector = primed()
+        detector.band[p - int(0.25 * FS)] = 1.0  # the steepest band-passed sample, at the search's start ...
+        detector.raw[p - reach] = 1.0  # ... and the R wave 50 ms before it, the window's first sample
+        detector.candidates = [(p, 0.2)]
+        detector._trim(cut)
+        assert detector.offset == cut and detector.r_of == kept
+        assert detector._accept(p) == [p - reach] and detector.r_of == {}
+
+
+def test_a_new_beat_lets_go_of_the_r_peaks_of_the_candidates_before_it():
+    detector = primed()
+    detector.candidates, detector.r_of = [(400, 0.1), (600, 0.1)], {400: 380, 500: 480, 600: 580}
+    detector._hold(500, 1.0)
+    assert detector.candidates == [(600, 0.1)] and detector.r_of == {500: 480, 600: 580}

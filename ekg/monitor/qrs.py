@@ -48,6 +48,9 @@ class StreamingQRS:
         self.refractory = int(round(self.REFRACTORY_S * fs))
         self.hold = int(round(self.HOLD_S * fs))
         self.keep = int(round(3.0 * fs))  # samples of history held: bounded memory
+        # how far back of an integrator peak its R peak is looked for: the 250 ms search, then
+        # refine_peaks' +-50 ms on the raw signal
+        self.r_reach = int(0.25 * fs) + int(round(0.05 * fs))
         self.raw = np.zeros(0, np.float32)
         self.band = np.zeros(0, np.float32)
         self.mwi = np.zeros(0, np.float32)
@@ -62,6 +65,7 @@ class StreamingQRS:
         self.tentative = None  # (index, value) of a beat that a bigger peak may still replace
         self.rr = []  # recent RR intervals (samples) for the search-back
         self.candidates = []  # (index, value) of sub-threshold MWI peaks since the last beat
+        self.r_of = {}  # R peak of a candidate, found before its signal left the buffer (see _trim)
 
     def feed(self, x) -> list:
         return StreamingQRS.feed_many([self], np.asarray(x, dtype=np.float32)[None])[0]
@@ -126,10 +130,32 @@ class StreamingQRS:
         self.checked = max(self.checked, settled)
         beats += self._advance(settled)
         if len(self.raw) > self.keep:
-            cut = len(self.raw) - self.keep
-            self.raw, self.band, self.mwi = self.raw[cut:], self.band[cut:], self.mwi[cut:]
-            self.offset += cut
+            self._trim(len(self.raw) - self.keep)
         return beats
+
+    def _trim(self, cut):
+        """Drop the oldest `cut` samples of the buffer, first finding the R peak of every candidate
+        whose search window they hold.
+
+        The search-back may reach further back than the buffer: it runs RR_MISSED mean RR after the
+        last beat and takes a candidate from as early as T_WAVE_S after it, so with the r_reach
+        (0.3 s) of signal an R peak needs it can look 1.66 RR - 0.06 s back: past the 3 s held once
+        the RR is over 1.84 s (below ~33 bpm), and a long pause raises the mean RR. A bedside detector
+        must find that beat, and in its place, in exactly the bradycardia and pauses where a
+        missed beat matters most, so the search-back is not bounded by the buffer. Nor is the
+        buffer made as long as the reach, which has no bound (the mean RR grows with the pauses).
+        Instead each candidate's R peak is found as its search window is about to leave the buffer:
+        the same samples give the same R peak whenever it is found, so the result is the one an
+        unbounded buffer would give, whatever the chunks, with memory still bounded (one number
+        per candidate) and nothing computed unless a candidate outlives the buffer."""
+        start = self.offset + cut  # the first sample kept
+        for p, _ in self.candidates:  # in time order
+            if p - self.r_reach >= start:
+                break
+            if p not in self.r_of:
+                self.r_of[p] = self._r_peak(p)
+        self.raw, self.band, self.mwi = self.raw[cut:], self.band[cut:], self.mwi[cut:]
+        self.offset = start
 
     def _threshold(self):
         return self.npki + 0.25 * (self.spki - self.npki)
@@ -163,6 +189,8 @@ class StreamingQRS:
         self.tentative = (p, value)
         self.last_mwi_peak = p
         self.candidates = [c for c in self.candidates if c[0] > p]
+        if self.r_of:
+            self.r_of = {c: r for c, r in self.r_of.items() if c >= p}  # p's own is still to be used
         return out
 
     def _slope(self, i):
@@ -209,18 +237,24 @@ class StreamingQRS:
         if self.last_emitted is not None:
             self.rr = (self.rr + [p - self.last_emitted])[-8:]
         self.last_emitted = p
-        # The R peak: the largest band-passed deflection in the 250 ms before the integrator's peak
-        # (less its last R_SEARCH_END_S: the causal integrator peaks as the complex ends, and its
-        # tail is not the R wave), then the largest deflection of the raw signal within 50 ms of it,
-        # as the annotators mark it.
-        a = max(p - int(0.25 * self.fs) - self.offset, 0)
-        b = max(p - int(self.R_SEARCH_END_S * self.fs) - self.offset + 1, a + 1)
-        r = a + int(np.abs(self.band[a:b]).argmax())
-        r = int(refine_peaks(self.raw, [r], self.fs)[0]) + self.offset
+        r = self.r_of.pop(p) if p in self.r_of else self._r_peak(p)
         if self.last_peak is not None and r - self.last_peak < self.refractory:
             return []
         self.last_peak = r
         return [r]
+
+    def _r_peak(self, p):
+        """Return the R peak (absolute sample index) of the beat whose integrator peaks at p.
+
+        The largest band-passed deflection in the 250 ms before the integrator's peak (less its
+        last R_SEARCH_END_S: the causal integrator peaks as the complex ends, and its tail is not
+        the R wave), then the largest deflection of the raw signal within 50 ms of it, as the
+        annotators mark it. The buffer holds all of that (r_reach samples back of p) for p's
+        first 3 s; _trim sees to the candidates that outlive them."""
+        a = max(p - int(0.25 * self.fs) - self.offset, 0)
+        b = max(p - int(self.R_SEARCH_END_S * self.fs) - self.offset + 1, a + 1)
+        r = a + int(np.abs(self.band[a:b]).argmax())
+        return int(refine_peaks(self.raw, [r], self.fs)[0]) + self.offset
 
 
 def detect_beats(signal, fs, **settings) -> np.ndarray:
