@@ -438,3 +438,84 @@ def test_a_new_beat_lets_go_of_the_r_peaks_of_the_candidates_before_it():
     detector.candidates, detector.r_of = [(400, 0.1), (600, 0.1)], {400: 380, 500: 480, 600: 580}
     detector._hold(500, 1.0)
     assert detector.candidates == [(600, 0.1)] and detector.r_of == {500: 480, 600: 580}
+
+
+# -- the learning phase, the peak rule and the R-peak window at their edges (issue 11, second mutation pass) --
+
+def test_learning_ends_exactly_two_seconds_in_and_the_beats_held_meanwhile_are_decided_then():
+    x = synthetic_ecg(seconds=3)  # beats at 0.5 and 1.3 s
+    detector = StreamingQRS()
+    assert detector.feed(x[:2 * FS - 1]) == [] and detector.spki is None  # one sample short: still learning
+    decided = detector.feed(x[2 * FS - 1:2 * FS])
+    assert detector.spki is not None and detector.npki is not None  # levels set from exactly the first 2 s ...
+    # ... and both beats, examined and held meanwhile, decided with the sample that ends it
+    assert np.abs(np.array(decided) / FS - BEATS_S[:2]).max() < 0.01 and len(decided) == 2
+
+
+def test_a_stream_fed_one_sample_at_a_time_examines_each_peak_once():
+    # with 1-sample chunks every integrator peak becomes examinable at the call whose settled mark is one past
+    # it, and lies just inside the next call's segment: it must be examined at the first and not again at the
+    # second (a noise peak would teach the noise level twice), nor skipped at both (no beat would be found)
+    t = np.arange(8 * FS) / FS
+    x = synthetic_ecg(seconds=8)
+    x += (0.12 * sum(np.exp(-0.5 * ((t - b - 0.45) / 0.010) ** 2) for b in BEATS_S[:10])).astype(np.float32)
+    states = []
+    for chunk in (1, 360):
+        detector = StreamingQRS()
+        states.append((stream(detector, x, chunk), detector.spki, detector.npki, detector.candidates))
+    assert len(states[0][0]) == 9 and states[0][2] > 0  # the 9 beats decided by 7.5 s; noise peaks were seen
+    assert states[0] == states[1]
+
+
+def test_a_small_beat_after_tall_t_waves_set_in_is_found_when_fed_one_sample_at_a_time_too():
+    # tall slow T waves from 10.1 s on raise the noise level (a slow peak within 360 ms of a beat is its T wave);
+    # the beat at 12.5 s, a third of the others' size, stays above the threshold only if each T wave counts once:
+    # fed one sample at a time, each lies just inside the next call's segment as well (a T wave counted twice
+    # raises the threshold over that beat, and the next beat comes before the search-back would find it)
+    t = np.arange(15 * FS) / FS
+    amplitudes = np.ones(len(BEATS_S))
+    amplitudes[15] = 0.34
+    x = sum(a * np.exp(-0.5 * ((t - b) / 0.010) ** 2) for a, b in zip(amplitudes, BEATS_S))
+    x = x + sum(1.5 * a * np.exp(-0.5 * ((t - b - 0.3) / 0.04) ** 2) for a, b in zip(amplitudes[12:], BEATS_S[12:]))
+    x = x.astype(np.float32)
+    one = stream(StreamingQRS(), x, 1)
+    assert one == list(detect_beats(x, FS))
+    assert len(one) == 18 and np.abs(np.array(one) / FS - BEATS_S[:18]).max() < 0.01  # every beat to 14.1 s
+
+
+@pytest.mark.parametrize("later, examined", [(36, False), (37, True)])
+def test_an_integrator_peak_with_a_larger_one_within_100_ms_after_it_is_not_examined(later, examined):
+    # a peak counts only as the first maximum within +-margin (100 ms, 36 samples): a smaller one with a larger
+    # one exactly 36 samples after it teaches neither level; with the larger one 37 samples after, it is a peak
+    detector = primed()
+    assert detector.checked == 3 * FS - 36  # examined up to here; the next chunk's peaks are new
+    mwi = np.zeros(300, np.float32)
+    first = 3 * FS + 20
+    mwi[first - 3 * FS], mwi[first + later - 3 * FS] = 0.01, 0.04  # integrator values: peaks of 0.1 and 0.2
+    detector._decide(np.zeros(300, np.float32), np.zeros(300, np.float32), mwi)
+    assert [c[0] for c in detector.candidates] == [first] * examined + [first + later]
+    assert detector.npki == pytest.approx(0.125 * 0.2 + 0.875 * 0.125 * 0.1 * examined, rel=1e-6)
+
+
+def test_the_r_peak_of_a_beat_in_the_streams_first_250_ms_is_looked_for_from_its_first_sample():
+    # the band-passed search (250 ms back of the integrator peak) is cut at the buffer's start, which only a
+    # beat at the very start of a stream reaches (its integrator peak 52 to 90 samples in); the first sample
+    # is still searched
+    detector = primed()
+    detector.band[0], detector.band[40] = 1.0, 0.5  # the steepest deflection at the first sample ...
+    detector.raw[10], detector.raw[40] = 1.0, 0.5  # ... and an R wave within 50 ms of it
+    assert detector._r_peak(60) == 10
+    detector.band[0] = 0.4  # (the steepest deflection decides)
+    assert detector._r_peak(60) == 40
+
+
+def test_an_r_search_that_would_end_before_it_starts_looks_at_its_first_sample():
+    # R_SEARCH_END_S past the 250-ms search (a sensitivity check's extreme) leaves no window; the search then
+    # looks at the one sample 250 ms before the integrator peak rather than fail or look further
+    detector = primed(R_SEARCH_END_S=0.3)
+    p = 600
+    a = p - int(0.25 * FS)
+    detector.band[a + 1] = 1.0  # steeper than the window's only sample, but after it
+    detector.raw[a], detector.raw[a + 19] = 0.5, 1.0  # within 50 ms (18 samples) of a + 1, not of a
+    assert detector._r_peak(p) == a
+    assert len(detect_beats(synthetic_ecg(seconds=6), FS, R_SEARCH_END_S=0.3)) == 7  # and detection runs: 0.5 .. 5.3 s
