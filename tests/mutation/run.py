@@ -27,7 +27,7 @@ MODULES = {
     "quality": ("ekg/monitor/quality.py", ["tests/test_monitor_quality.py", "-k", "not bad_signal and not nothing"], None),
     "classify": ("ekg/classify.py", ["tests/test_classify.py", "-k", "match or flutter"],
                  ["ekg.classify.x_match_beats*", "ekg.classify.x_vf_spans*", "ekg.classify.x_in_spans*"]),
-    # (slow_rhythm: a known defect's test, seconds per mutant)
+    # (slow_rhythm: the search-back-in-a-pause test, seconds per mutant)
     "qrs": ("ekg/monitor/qrs.py",
             ["tests/test_monitor_qrs.py", "-k", "not chunk_size and not hard and not slow_rhythm"], None),
     "features": ("ekg/features.py", ["tests/test_features.py"], None),
