@@ -161,26 +161,33 @@ def beat_features(signal, samples, fs=FS) -> pd.DataFrame:
     return features[FEATURES].astype(np.float64)
 
 
-def _cache_file(record):
-    return config.CACHE_DIR / "baseline_features_v2" / f"{record}.npz"
+def _cache_file(record, version=""):
+    return config.CACHE_DIR / "baseline_features_v2" / version / f"{record}.npz"
 
 
-@lru_cache(maxsize=None)
-def _record_features(record: int) -> pd.DataFrame:
+def cached_record_features(record: int, compute, version: str = "") -> pd.DataFrame:
+    """Return compute(signal, samples, fs) (a FEATURES table) for the reference beats of record,
+    computed from the raw signal once and then read from CACHE_DIR/baseline_features_v2/VERSION/.
+    version names another version of the signal (a recorder: ekg.ensemble); "" is the record as
+    recorded. A cache of other features, or of other beats (a changed beat table), is rebuilt."""
     samples = load_beats([record])["sample"].to_numpy()
-    path = _cache_file(record)
+    path = _cache_file(record, version)
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
-            # a cache of other features, or of other beats (a changed beat table), is rebuilt
             if list(z["columns"]) == FEATURES and np.array_equal(z["samples"], samples):
                 return pd.DataFrame(z["values"], columns=FEATURES)
     signal, fs, _ = read_signal(find_data_dir() / str(record))
-    features = beat_features(signal, samples, fs)
+    features = compute(signal, samples, fs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, values=features.to_numpy(), columns=np.asarray(features.columns, dtype=str), samples=samples)
     tmp.replace(path)  # an interrupted build never leaves half a cache file
     return features
+
+
+@lru_cache(maxsize=None)
+def _record_features(record: int) -> pd.DataFrame:
+    return cached_record_features(record, beat_features)
 
 
 def load_features(records=None) -> pd.DataFrame:

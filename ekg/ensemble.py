@@ -13,7 +13,7 @@ nested_out_of_fold shows how much choosing on the same predictions flatters.
 Also the feature baseline as another recorder gives the signal (features.RECORDERS, e.g. via128):
 recorder_features, and the GBM's out-of-fold predictions at several recorders from one fit per
 fold (gbm_out_of_fold), for the robustness check at 128 Hz.
-Imports: baseline, config, cv, data, features, signals; NumPy and pandas (tqdm inside).
+Imports: baseline, cv, data, features; NumPy and pandas (tqdm inside).
 """
 from __future__ import annotations
 
@@ -22,10 +22,9 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from . import baseline, config, cv
-from .data import CLASSES, FS, _records_arg, find_data_dir, load_beats
+from . import baseline, cv
+from .data import CLASSES, FS, _records_arg, load_beats
 from .features import RECORDERS, recorder_signal
-from .signals import read_signal
 
 #: GBM shares tried for each weighted class (0: the CNN alone, 1: the GBM alone).
 WEIGHT_GRID = np.round(np.arange(0.0, 1.0 + 1e-9, 0.1), 2)
@@ -108,12 +107,7 @@ def blend_frame(cnn_table, gbm_table, weights, thresholds=None) -> pd.DataFrame:
 def class_f1(table, classes=("S", "V")) -> dict:
     """Return {class: F1} of a classified-beats table (every beat counted, as pick_thresholds does)."""
     y_true, y_pred = np.asarray(table["aami_true"]).astype(str), np.asarray(table["aami_pred"]).astype(str)
-    out = {}
-    for c in classes:
-        tp = np.sum((y_true == c) & (y_pred == c))
-        denominator = np.sum(y_true == c) + np.sum(y_pred == c)
-        out[c] = float(2 * tp / denominator) if denominator else 0.0
-    return out
+    return {c: float(cv._f1(y_true, y_pred, c)) for c in classes}
 
 
 def candidate_weights(family, grid=WEIGHT_GRID) -> list:
@@ -190,27 +184,13 @@ def recorder_beat_features(signal, samples, recorder) -> pd.DataFrame:
     return baseline.beat_features(x, moved, FS)
 
 
-def _cache_file(record, recorder):
-    return config.CACHE_DIR / "baseline_features_v2" / recorder / f"{record}.npz"
-
-
 @lru_cache(maxsize=None)
 def _recorder_record_features(record: int, recorder: str) -> pd.DataFrame:
-    samples = load_beats([record])["sample"].to_numpy()
-    path = _cache_file(record, recorder)
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            if list(z["columns"]) == baseline.FEATURES and np.array_equal(z["samples"], samples):
-                return pd.DataFrame(z["values"], columns=baseline.FEATURES)
-    signal, fs, _ = read_signal(find_data_dir() / str(record))
-    if fs != FS:
-        raise ValueError(f"record {record} is sampled at {fs} Hz; recorder versions start from {FS} Hz")
-    features = recorder_beat_features(signal, samples, recorder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, values=features.to_numpy(), columns=np.asarray(features.columns, dtype=str), samples=samples)
-    tmp.replace(path)  # an interrupted build never leaves half a cache file
-    return features
+    def compute(signal, samples, fs):
+        if fs != FS:
+            raise ValueError(f"record {record} is sampled at {fs} Hz; recorder versions start from {FS} Hz")
+        return recorder_beat_features(signal, samples, recorder)
+    return baseline.cached_record_features(record, compute, recorder)
 
 
 def recorder_features(records=None, recorder="native") -> pd.DataFrame:

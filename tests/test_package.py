@@ -37,7 +37,7 @@ ALLOWED = {
     "cv": {"config", "data", "metrics", "models"},
     "baseline": {"config", "data", "signals"},
     # the CNN and the feature baseline combined, chosen on the same folds
-    "ensemble": {"baseline", "config", "cv", "data", "features", "signals"},
+    "ensemble": {"baseline", "cv", "data", "features"},
     # the command line and the report export sit on top of everything
     "export": {"config"},
     "cli": {"classify", "data", "export", "models", "monitor.quality", "signals"},
