@@ -164,7 +164,7 @@ def write_annotations(out, name, extension, samples, classes, fs) -> Path:
 def classify(args) -> int:
     """Classify a record's beats; write OUT/NAME.ekg (WFDB annotations) and OUT/NAME.ekg.csv."""
     import wfdb
-    from tqdm.auto import tqdm
+    from .config import progress_bar as tqdm
 
     from .classify import classify_record
     from .data import BEAT_SYMBOLS, CLASSES

@@ -65,3 +65,15 @@ def seed_everything(seed: int = 0) -> None:
         return
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
+
+
+def progress_bar(iterable=None, **kwargs):
+    """Return tqdm.auto's progress bar over iterable (keyword arguments as tqdm's), switched off when
+    the environment sets TQDM_DISABLE (as `make report` does: a bar frozen at 0% in a committed
+    notebook tells the reader nothing). tqdm's console bar reads that variable itself; its notebook
+    bar, which tqdm.auto picks inside Jupyter, does not, hence this wrapper."""
+    from tqdm.auto import tqdm
+
+    if os.environ.get("TQDM_DISABLE", "") not in ("", "0", "false", "False"):
+        kwargs["disable"] = True
+    return tqdm(iterable, **kwargs)

@@ -151,7 +151,7 @@ def out_of_fold(fit_predict, records=None, progress=False) -> pd.DataFrame:
     class probabilities (n, 5) for load_beats(held_out_records), rows in that order.
     Returns classified_frame(...) of every held-out beat with its fold, records in fold order.
     """
-    from tqdm.auto import tqdm
+    from .config import progress_bar as tqdm
 
     parts = []
     for f, train, held in tqdm(folds(records), desc="folds", disable=not progress):

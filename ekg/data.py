@@ -149,7 +149,7 @@ def download_mitdb(dest, records=None, base_url=None) -> Path:
     wfdb's dl_pn_file keeps wfdb doing the transfer and makes the checksums apply.
     """
     import wfdb
-    from tqdm.auto import tqdm
+    from .config import progress_bar as tqdm
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -186,7 +186,9 @@ def find_data_dir(data_dir=None, download=True) -> Path:
 
     Looks, in order, at: the data_dir argument; $EKG_DATA_DIR; an attached Kaggle
     input; data/mitdb in the repository; ../shared/data/mitdb beside it. If none
-    holds the data, downloads it from PhysioNet into data/mitdb (download=True).
+    holds the data, downloads it from PhysioNet into data/mitdb (download=True): the
+    repository's, or on Kaggle, where the repository is a read-only input, the working
+    folder's (/kaggle/working/data/mitdb, found there again by the next notebook).
     """
     if data_dir is not None:
         return Path(data_dir)
@@ -203,6 +205,10 @@ def find_data_dir(data_dir=None, download=True) -> Path:
     shared = config.ROOT.parent / "shared" / "data" / "mitdb"
     if _looks_like_mitdb(shared) and not local.exists():
         return shared
+    if config.ON_KAGGLE:
+        local = config.OUTPUT_ROOT / "data" / "mitdb"
+        if (local / "RECORDS").is_file():
+            return local
     if not download:
         raise DataError("No MIT-BIH copy found; set EKG_DATA_DIR or allow the download.")
     return download_mitdb(local)
@@ -307,7 +313,7 @@ def load_beats(records=None, data_dir=None, progress=False) -> pd.DataFrame:
     rr_prev, rr_next, rr_local (causal mean of the previous 32 RR) and rr_record.
     Built from the raw files once, then read from the on-disk cache.
     """
-    from tqdm.auto import tqdm
+    from .config import progress_bar as tqdm
 
     records = _records_arg(records)
     key = None if data_dir is None else str(data_dir)

@@ -214,7 +214,7 @@ def gbm_out_of_fold(records=None, recorders=("native", "via128"), weight_power=b
     features at every recorder (recorder_features), so the tables differ only in the signal the
     features came from. Argmax calls (aami_pred); rows as cv.out_of_fold's.
     """
-    from tqdm.auto import tqdm
+    from .config import progress_bar as tqdm
 
     parts: dict = {r: [] for r in recorders}
     for f, train, held in tqdm(cv.folds(records), desc="GBM folds", disable=not progress):

@@ -57,7 +57,7 @@ def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None):
     Saves a checkpoint each epoch to checkpoint_dir/NAME.ckpt and resumes from it
     when it exists for the same settings. Returns (model with the best weights, history).
     """
-    from tqdm.auto import tqdm
+    from .config import progress_bar as tqdm
 
     model.to(device)
     params = model.parameters()

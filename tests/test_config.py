@@ -1,5 +1,6 @@
 """Run settings: fast mode, where outputs go, the Kaggle input, seeds."""
 import numpy as np
+import pytest
 import torch
 
 from ekg import config
@@ -26,3 +27,16 @@ def test_seed_everything_repeats_numpy_and_torch():
     b = np.random.rand(3), torch.rand(3)
     np.testing.assert_array_equal(a[0], b[0])
     assert torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("value, off", [("1", True), ("true", True), ("", False), ("0", False)])
+def test_progress_bars_go_off_when_tqdm_disable_is_set(monkeypatch, value, off):
+    # make report sets TQDM_DISABLE; tqdm's notebook bar, which tqdm.auto picks in Jupyter, ignores it
+    class Bar:  # stands in for the bar tqdm.auto would pick, keeping what it was asked for
+        def __init__(self, iterable=None, **kwargs):
+            self.kw = kwargs
+
+    monkeypatch.setenv("TQDM_DISABLE", value)
+    monkeypatch.setattr("tqdm.auto.tqdm", Bar)
+    bar = config.progress_bar(range(3), desc="folds", disable=False)
+    assert bar.kw["disable"] is off and bar.kw["desc"] == "folds"

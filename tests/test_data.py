@@ -365,3 +365,16 @@ def test_unreachable_server_gives_a_clear_error(tmp_path):
     # the error names the server it tried (the one given, not the default) and what to do
     with pytest.raises(DataError, match=r"^Downloading MIT-BIH from http://127\.0\.0\.1:9/ failed .*set EKG_DATA_DIR"):
         download_mitdb(tmp_path / "dl", records=[100], base_url="http://127.0.0.1:9/")
+
+
+def test_on_kaggle_the_download_goes_to_the_working_folder(tmp_path, elsewhere, monkeypatch):
+    """On Kaggle the repository is a read-only input: data/mitdb beside it cannot be written."""
+    monkeypatch.setattr(ekg.config, "ON_KAGGLE", True)
+    monkeypatch.setattr(ekg.config, "OUTPUT_ROOT", tmp_path / "working")
+    working = tmp_path / "working" / "data" / "mitdb"
+    assert find_data_dir() == working and elsewhere == [working]
+    copy_records(working, [100])
+    (working / "RECORDS").write_text("100\n")  # the first notebook's finished download
+    assert find_data_dir() == working and len(elsewhere) == 1  # the next notebook uses it as it is
+    monkeypatch.setattr(ekg.config, "ON_KAGGLE", False)
+    assert find_data_dir() == tmp_path / "repo" / "data" / "mitdb"  # elsewhere: the repository's folder

@@ -21,7 +21,7 @@ ALLOWED = {
     "features": {"config", "data"},
     "models": {"config", "data", "features"},
     "batches": {"data", "features", "images"},
-    "training": {"data", "batches", "metrics", "models"},
+    "training": {"config", "data", "batches", "metrics", "models"},
     "metrics": {"data"},
     "classify": {"data", "signals", "features", "batches", "models", "monitor.qrs"},
     "monitor.alarms": set(),
@@ -37,10 +37,10 @@ ALLOWED = {
     "cv": {"config", "data", "metrics", "models"},
     "baseline": {"config", "data", "signals"},
     # the CNN and the feature baseline combined, chosen on the same folds
-    "ensemble": {"baseline", "cv", "data", "features"},
+    "ensemble": {"baseline", "config", "cv", "data", "features"},
     # the command line and the report export sit on top of everything
     "export": {"config"},
-    "cli": {"classify", "data", "export", "models", "monitor.quality", "signals"},
+    "cli": {"classify", "config", "data", "export", "models", "monitor.quality", "signals"},
     "__main__": {"cli"},
 }
 

@@ -14,9 +14,9 @@ from .alarms import (ALARM_PRIORITY, ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, CRITIC
                      AlarmRules, score_vt_alarms, vt_episodes)
 from .qrs import StreamingQRS, detect_beats
 from .quality import block_quality
-from .stream import Monitor, Ward
+from .stream import Monitor, Ward, replay
 from .vf import VF_SETTINGS, VFDetector, detect_vf
 
 __all__ = ["ALARM_PRIORITY", "ALARM_THRESHOLDS", "ARRHYTHMIA_ALARMS", "CRITICAL_ALARMS", "NEVER_SUPPRESSED",
-           "VT_GRACE_S", "AlarmRules", "score_vt_alarms", "vt_episodes", "StreamingQRS", "detect_beats", "block_quality", "Monitor", "Ward", "VF_SETTINGS",
+           "VT_GRACE_S", "AlarmRules", "score_vt_alarms", "vt_episodes", "StreamingQRS", "detect_beats", "block_quality", "Monitor", "Ward", "replay", "VF_SETTINGS",
            "VFDetector", "detect_vf"]

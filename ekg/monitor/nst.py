@@ -13,13 +13,16 @@ record is read in step with the ECG from its first sample; at every switch nst s
 output so it does not jump (its z offsets), which is done here too.
 
 Written here because nst is a C program of the WFDB tools, not part of the wfdb Python package.
-Imports: NumPy, wfdb (reading the noise record), monitor.stream (replay only).
+Imports: NumPy, wfdb (reading the noise record), monitor.stream (replay, re-exported here: the
+noise stress test's records go through the same ward replay as any other).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from .stream import replay  # noqa: F401  (nst.replay: the stress records through one Ward)
 
 NST_SNRS_DB = (24, 18, 12, 6, 0, -6)  # the levels of PhysioNet's nstdb records (118e24 ... 119e_6)
 CLEAN_S, SEGMENT_S = 300.0, 120.0  # clean first 5 minutes, then 2-minute segments, noisy first
@@ -112,24 +115,3 @@ def nst_record(signal, normal_beats, fs, snr_db, noise, noise_fs=None) -> tuple:
     spans = noisy_spans(len(signal), fs)
     gain = noise_gain(snr_db, qrs_amplitude(signal, normal_beats, fs), noise_rms(noise, fs))
     return add_noise(signal, noise, gain, spans), spans
-
-
-def replay(model, signals, chunk_s=1.0, progress=None) -> dict:
-    """Stream recordings through one Ward (each its own Monitor) in chunk_s pieces, as live feeds
-    arrive; return {name: events}. signals: {name: (signal, fs)}. Streams of one rate and length go
-    through the Ward's batched filters and model together, so a whole noise stress test (22 records
-    at 6 levels) runs at the ward's speed."""
-    from .stream import Ward
-
-    ward = Ward(model)
-    for name, (_, fs) in signals.items():
-        ward.add(name, fs)
-    events = {name: [] for name in signals}
-    longest = max(len(x) / fs for x, fs in signals.values())
-    steps = range(int(np.ceil(longest / chunk_s)))
-    for step in (progress(steps) if progress else steps):
-        chunks = {name: x[int(step * chunk_s * fs):int((step + 1) * chunk_s * fs)]
-                  for name, (x, fs) in signals.items()}
-        for name, out in ward.push(chunks).items():
-            events[name] += out
-    return events

@@ -51,6 +51,9 @@ class Monitor(AlarmRules):
 
     MAX_WAIT_S = 2.0  # classify a beat without its next R peak after this long
     NEXT_BEAT_DECIDED_S = 0.5  # the detector decides a beat about 0.45 s after its R peak
+    # the longest a search-back beat keeps its own signal for its class (Monitor._keep): 1.66 mean RR
+    # at 9 bpm; slower than that is asystole, alarmed long before
+    MAX_LOOKBACK_S = 12.0
 
     def __init__(self, model, fs, thresholds=None, adc_limits=None, device="cpu", adc_gain=None, adc_baseline=0):
         """adc_gain, adc_baseline: for input in converter counts, the counts per mV and the count at
@@ -185,16 +188,20 @@ class Monitor(AlarmRules):
             if now - r < CONTEXT[1] or (nxt is None and now - r < wait):
                 break
             ready.append((self.pending.pop(0), nxt))
-        keep = int((CONTEXT[0] + CONTEXT[1]) + 3 * self.model_fs)
+        keep = self._keep()
         if not ready:
             self._trim(keep)
             return None
         contexts, rr_prev, rr_next, rr_local, rr_long, rr_before, rr_spread = [], [], [], [], [], [], []
         for r, nxt in ready:
             lo = r - CONTEXT[0] - self.buffer_start
-            window = self.buffer[max(lo, 0):lo + CONTEXT[0] + CONTEXT[1]]
-            if lo < 0:  # the stream's first second: pad as the offline beat table does
-                window = np.r_[np.full(-lo, window[0] if len(window) else 0), window]
+            window = self.buffer[max(lo, 0):max(lo + CONTEXT[0] + CONTEXT[1], 0)]
+            if len(window) < CONTEXT[0] + CONTEXT[1]:
+                # the stream's first second: pad as the offline beat table does; or a beat the detector
+                # found so late (a search-back in a pause longer than MAX_LOOKBACK_S) that its signal is
+                # gone: padded the same way, so it still counts for the rhythm (pause, rate)
+                edge = window[0] if len(window) else (self.buffer[0] if len(self.buffer) else 0)
+                window = np.r_[np.full(CONTEXT[0] + CONTEXT[1] - len(window), edge), window]
             contexts.append(np.nan_to_num(window))
             prev = (r - self.last_r) / self.model_fs if self.last_r is not None else np.nan
             if self.last_r is not None and any(a < r and b > self.last_r for a, b in self.bad_blocks):
@@ -219,6 +226,20 @@ class Monitor(AlarmRules):
         return {"peaks": [r for r, _ in ready], "context": contexts, "rr_prev": rr_prev, "rr_next": rr_next,
                 "rr_local": rr_local, "rr_long": rr_long, "rr_before": rr_before, "rr_spread": rr_spread,
                 "now": now}
+
+    def _keep(self) -> int:
+        """Return how many of the latest samples the buffer must hold: a beat's context and 3 s, or,
+        while the detector holds sub-threshold candidates, back to the oldest one's R-peak search.
+
+        The detector's search-back can emit a beat long after its R peak (1.66 mean RR after the
+        beat before it, past 3 s below about 33 bpm: StreamingQRS._trim), and its class needs its
+        own signal. Bounded by MAX_LOOKBACK_S: in asystole candidates pile up without a beat."""
+        keep = int(CONTEXT[0] + CONTEXT[1] + 3 * self.model_fs)
+        candidates = self.detector.candidates
+        if candidates:
+            oldest = candidates[0][0] - self.detector.r_reach - CONTEXT[0]
+            keep = max(keep, min(self.n - oldest, int(CONTEXT[0] + CONTEXT[1] + self.MAX_LOOKBACK_S * self.model_fs)))
+        return keep
 
     def _trim(self, keep):
         if len(self.buffer) > keep:
@@ -311,3 +332,28 @@ def _ward_inputs(monitors, batches) -> dict:
           for k in ("rr_prev", "rr_next", "rr_local", "rr_long", "rr_before", "rr_spread")}
     return _inputs_from_parts(ctx, beat, amplitude, typical, template, rr["rr_prev"], rr["rr_next"], rr["rr_local"],
                               rr["rr_long"], rr["rr_before"], rr["rr_spread"])
+
+
+def replay(model, signals, chunk_s=1.0, progress=None) -> dict:
+    """Stream recordings through one Ward (each its own Monitor) in chunk_s pieces, as live feeds
+    arrive; return {name: events}, each event as Monitor.push returns it. signals: {name: (signal, fs)}.
+
+    Every monitor gives the events it would give alone (Monitor.push and Ward.push share
+    _push_many); what the ward adds is speed: streams go through its batched filters and model
+    together, so 22 half-hour records replay in about a minute instead of half an hour one by one.
+    progress: an optional wrapper for the steps (for example tqdm).
+    """
+    if not signals:
+        return {}
+    ward = Ward(model)
+    for name, (_, fs) in signals.items():
+        ward.add(name, fs)
+    events = {name: [] for name in signals}
+    longest = max(len(x) / fs for x, fs in signals.values())
+    steps = range(int(np.ceil(longest / chunk_s)))
+    for step in (progress(steps) if progress else steps):
+        chunks = {name: x[int(step * chunk_s * fs):int((step + 1) * chunk_s * fs)]
+                  for name, (x, fs) in signals.items()}
+        for name, out in ward.push(chunks).items():
+            events[name] += out
+    return events
