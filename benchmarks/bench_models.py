@@ -5,7 +5,10 @@ before: the NumPy renderer on the CPU, every augmented batch drawn there and cop
         the un-augmented images cached on the CPU and copied to the device each batch;
 after:  ekg's torch renderer on the device the model trains on (the GPU when there is one), the
         context windows and the rendered images kept there once (BeatSet).
-Both draw the same augmentation from the same random stream. The model settings are notebook 03's
+The image models draw the same augmentation from the same random stream on both. The signal CNN's
+batches: before, NumPy on the CPU (recorder version, gain, noise, wander drawn there, then copied
+to the device); after, torch on the device from inputs moved there once (BeatSet.signal_device;
+the same augmentation, other random draws). The model settings are notebook 03's
 (image CNN at 48x72 on a CPU, 128x192 on a GPU), on real DS1 beats. On a CPU both pipelines run
 on the same cores, so the gain there is the renderer's alone; on a GPU the batches stop waiting for
 the CPU.
@@ -78,14 +81,12 @@ def numpy_beat_images(context, spec, augment=False, rng=None):
 
 
 class NumpyBatches:
-    """BeatSet.batch as it was: images drawn with NumPy on the CPU, cached there."""
+    """BeatSet.batch as it was for images: drawn with NumPy on the CPU, cached there."""
 
     def __init__(self, data):
         self.data, self.cache = data, {}
 
     def batch(self, spec, idx, augment=False, rng=None):
-        if spec["kind"] == "signal":
-            return self.data.batch(spec, idx, augment, rng)
         if augment:
             return [numpy_beat_images(self.data.context[idx], spec, augment, rng)]
         key = repr(sorted(spec.items()))
@@ -116,7 +117,12 @@ def train_steps(data, model, spec, batch_size, augment, device, steps, seed=0):
     """
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters())
-    sources = {"after": data} if spec["kind"] == "signal" else {"before": NumpyBatches(data), "after": data}
+    if spec["kind"] == "signal":  # NumPy batches on the CPU, against torch batches on the device
+        before, after = (data.subset(np.ones(len(data), bool)) for _ in range(2))
+        before.on_device, after.on_device = "numpy", str(device)
+        sources = {"before": before, "after": after}
+    else:
+        sources = {"before": NumpyBatches(data), "after": data}
     rngs = {label: np.random.default_rng(seed) for label in sources}
     order = np.random.default_rng(seed + 1).integers(0, len(data), (steps + 2, batch_size))
     build, first, compute = dict.fromkeys(sources, 0.0), {}, 0.0

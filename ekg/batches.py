@@ -77,6 +77,9 @@ class BeatSet:
         rhythm inputs learn to decide on their own.
         """
         if spec["kind"] == "signal":
+            device = self.signal_device()
+            if augment and device is not None:
+                return self._signal_batch_on(device, idx, augment, rng, morph_dropout)
             if augment == "recorders":
                 out = self._recorder_batch(idx, rng)
             else:
@@ -103,6 +106,67 @@ class BeatSet:
             return [beat_images(self._image_cache["context"][idx], spec, augment, rng)]
         mean, std = spec["normalise"]
         return [(self._images(spec)[idx].float() / 255 - mean) / std]
+
+    def signal_device(self):
+        """Return where augmented signal batches are built: the GPU when there is one (training runs
+        there, and the CPU would otherwise build every batch while the GPU waits), else None (the
+        NumPy path). A BeatSet's `on_device` attribute, when set, overrides it: a device ("cpu":
+        the torch path on the CPU, as the tests run it) or "numpy" (the NumPy path anywhere)."""
+        device = getattr(self, "on_device", None)
+        if device == "numpy":
+            return None
+        if device is not None:
+            return torch.device(device)
+        device = render_device()
+        return device if device.type == "cuda" else None
+
+    def _signal_batch_on(self, device, idx, augment, rng, morph_dropout=0.0) -> list:
+        """The augmented signal batch of `batch`, built on device from inputs moved there once.
+
+        The same augmentation as the NumPy path (recorder version, gain, noise, baseline wander,
+        context ramp, morph dropout), drawn with a torch generator seeded from rng, so a run is
+        repeatable, but not the same draws as the NumPy path."""
+        names, stacked = self._device_inputs(device, augment == "recorders")
+        gen = torch.Generator(device=device)
+        gen.manual_seed(int(rng.integers(2 ** 62)))
+        i = torch.as_tensor(np.asarray(idx), device=device)
+        n = len(i)
+
+        def uniform(low, high, shape):
+            return torch.rand(shape, generator=gen, device=device) * (high - low) + low
+
+        def normal(std, shape):
+            return torch.randn(shape, generator=gen, device=device) * std
+
+        if augment == "recorders":
+            pick = torch.randint(0, len(names), (n,), generator=gen, device=device)
+            beat, context, rhythm = (x[pick, i] for x in stacked)
+        else:
+            beat, context, rhythm = (x[0, i] for x in stacked)
+        width, context_width = beat.shape[2], context.shape[2]
+        gain = uniform(0.9, 1.1, (n, 1, 1))
+        noise = normal(1.0, (n, 1, width)) * uniform(0.0, 0.05, (n, 1, 1))
+        ramp = torch.linspace(-1, 1, width, device=device)
+        wander = normal(0.05, (n, 1, 1)) * ramp + normal(0.03, (n, 1, 1))
+        beat = beat + noise + wander  # on both channels: the template is clean
+        beat[:, :1] *= gain
+        context = context + normal(0.1, (n, 1, 1)) * torch.linspace(-1, 1, context_width, device=device)
+        if morph_dropout:
+            blank = torch.rand(n, generator=gen, device=device) < morph_dropout
+            beat[blank], context[blank] = 0, 0
+        return [beat, context, rhythm]
+
+    def _device_inputs(self, device, recorders) -> tuple:
+        """(version names, [beat, context, rhythm] each as one (versions, n, ...) tensor on device),
+        moved there on first use: the native inputs alone, or every recorder version."""
+        key = ("signal", str(device), bool(recorders))
+        if key not in self._image_cache:
+            versions = self.recorder_inputs() if recorders else {"native": self.inputs}
+            self._image_cache[key] = (list(versions), [
+                torch.from_numpy(np.ascontiguousarray(np.stack([v[k] for v in versions.values()]),
+                                                      dtype=np.float32)).to(device)
+                for k in ("beat", "context", "rhythm")])
+        return self._image_cache[key]
 
     def _recorder_batch(self, idx, rng) -> list:
         """Each beat's inputs from a randomly drawn recorder version (features.RECORDERS)."""

@@ -117,3 +117,69 @@ def test_recorder_augmentation_draws_each_beat_from_a_recorder_version(sets):
     assert all(m.any() for m in matches[1:])  # more than the native version is drawn
     part = data.subset(np.arange(len(data)) < 10)
     np.testing.assert_array_equal(part.recorder_inputs()["via128"]["beat"], versions["via128"]["beat"][:10])
+
+
+# -- augmented signal batches built on the training device (the GPU; the CPU stands in here) --------
+
+def on_device(data):
+    data.on_device = "cpu"  # the torch path signal_device() picks when CUDA is present
+    return data
+
+
+def test_batches_built_on_the_device_augment_as_the_numpy_batches_do(sets):
+    native = sets["train"].inputs
+    idx = np.arange(len(sets["train"]))
+    numpy_beat, numpy_context, _ = sets["train"].batch(SIGNAL_SPEC, idx, augment=True, rng=np.random.default_rng(0))
+    data = on_device(sets["train"].subset(np.ones(len(sets["train"]), bool)))
+    beat, context, rhythm = data.batch(SIGNAL_SPEC, idx, augment=True, rng=np.random.default_rng(0))
+    assert beat.dtype == context.dtype == rhythm.dtype == torch.float32
+    assert beat.shape == numpy_beat.shape and context.shape == numpy_context.shape
+    torch.testing.assert_close(rhythm, torch.from_numpy(native["rhythm"]))  # rhythm is never augmented
+    # the template channel gets the noise and wander only, the beat channel a gain as well: the same
+    # spread of changes on both paths (seeds differ, so the draws do; the strength must not)
+    for path, (b, c) in {"numpy": (numpy_beat, numpy_context), "device": (beat, context)}.items():
+        added = (b[:, 1] - torch.from_numpy(native["beat"][:, 1])).numpy()
+        ramp = (c[:, 0] - torch.from_numpy(native["context"][:, 0])).numpy()
+        gain = (b[:, 0] - added) / np.where(np.abs(native["beat"][:, 0]) > 0.2, native["beat"][:, 0], np.nan)
+        r = np.linspace(-1, 1, added.shape[1])
+        stats = (added.std(), np.abs(added.mean(1)).mean(), np.abs(added @ r / (r @ r)).mean(),  # noise; wander
+                 np.abs(ramp[:, -1]).mean(), np.nanmedian(np.abs(np.nanmedian(gain, 1) - 1)))
+        if path == "numpy":
+            expected = stats
+        else:
+            np.testing.assert_allclose(stats, expected, rtol=0.25)
+    assert 0.02 < expected[0] < 0.1 and 0.01 < expected[1] < 0.05 and 0.02 < expected[2] < 0.06 \
+        and 0.04 < expected[3] < 0.12 and 0.02 < expected[4] < 0.08
+
+
+def test_device_batches_repeat_with_the_seed_and_draw_recorder_versions(sets):
+    data = on_device(sets["train"].subset(np.ones(len(sets["train"]), bool)))
+    idx = np.arange(50)
+    first = data.batch(SIGNAL_SPEC, idx, augment="recorders", rng=np.random.default_rng(3))
+    again = data.batch(SIGNAL_SPEC, idx, augment="recorders", rng=np.random.default_rng(3))
+    other = data.batch(SIGNAL_SPEC, idx, augment="recorders", rng=np.random.default_rng(4))
+    for a, b in zip(first, again):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(first[0], other[0])
+    matches = [np.isclose(first[2].numpy(), v["rhythm"][idx]).all(1) for v in data.recorder_inputs().values()]
+    assert np.logical_or.reduce(matches).all() and all(m.any() for m in matches)
+    blanked = data.batch(SIGNAL_SPEC, idx, augment=True, rng=np.random.default_rng(0), morph_dropout=1.0)
+    assert not blanked[0].any() and not blanked[1].any() and blanked[2].abs().sum() > 0
+
+
+def test_the_training_loop_runs_on_device_batches(sets):
+    seed_everything(0)
+    data = on_device(sets["train"].subset(np.ones(len(sets["train"]), bool)))
+    model, history = fit("device_batches", SignalCNN(), SIGNAL_SPEC, data, None,
+                         {**CFG, "augment": "recorders", "morph_dropout": 0.1}, torch.device("cpu"))
+    assert len(history) == CFG["epochs"] and np.isfinite(history["train_loss"]).all()
+
+
+def test_numpy_batches_can_be_asked_for_anywhere(sets):
+    data = sets["train"].subset(np.ones(len(sets["train"]), bool))
+    data.on_device = "numpy"  # bench_models' "before" on a GPU machine
+    assert data.signal_device() is None
+    idx = np.arange(20)
+    for a, b in zip(data.batch(SIGNAL_SPEC, idx, augment="recorders", rng=np.random.default_rng(1)),
+                    sets["train"].batch(SIGNAL_SPEC, idx, augment="recorders", rng=np.random.default_rng(1))):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
