@@ -52,7 +52,7 @@ class Monitor(AlarmRules):
     MAX_WAIT_S = 2.0  # classify a beat without its next R peak after this long
     NEXT_BEAT_DECIDED_S = 0.5  # the detector decides a beat about 0.45 s after its R peak
     # the longest a search-back beat keeps its own signal for its class (Monitor._keep): 1.66 mean RR
-    # at 9 bpm; slower than that is asystole, alarmed long before
+    # at about 8 bpm; slower than that is asystole, alarmed long before
     MAX_LOOKBACK_S = 12.0
 
     def __init__(self, model, fs, thresholds=None, adc_limits=None, device="cpu", adc_gain=None, adc_baseline=0):
