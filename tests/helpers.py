@@ -28,14 +28,3 @@ def beats_of(events):
 def probabilities(beat_events):
     return np.array([list(e["probabilities"].values()) for e in beat_events])
 
-
-def ward_replay(ward, signals, seconds):
-    """Push {patient: (signal, fs)} into a Ward one second at a time; return {patient: events}."""
-    for patient, (_, fs) in signals.items():
-        ward.add(patient, fs)
-    events = {patient: [] for patient in signals}
-    for second in range(seconds):
-        out = ward.push({p: x[second * fs:(second + 1) * fs] for p, (x, fs) in signals.items()})
-        for patient, new in out.items():
-            events[patient] += new
-    return events

@@ -9,9 +9,9 @@ from ekg.classify import classify_beats
 from ekg.data import CLASSES, CONTEXT, find_data_dir, load_beats
 from ekg.features import TEMPLATE_BEATS
 from ekg.models import decide, load_model, model_path
-from ekg.monitor import Monitor, Ward
+from ekg.monitor import Monitor, Ward, replay
 from ekg.signals import read_signal, resample
-from helpers import beats_of, probabilities, stream, stream_in_pieces, ward_replay
+from helpers import beats_of, probabilities, stream, stream_in_pieces
 
 SHARED = find_data_dir()
 
@@ -160,10 +160,11 @@ def test_a_ward_gives_each_patient_the_events_of_its_own_monitor(model, rec100):
     x = rec100[: 360 * 60]
     y = resample(x, 360, 250)
     alone = [stream(Monitor(model, 360), x, 360), stream(Monitor(model, 250), y, 250)]
+    together = replay(model, {"a": (x, 360), "b": (y, 250)}, chunk_s=1.0)  # one Ward, a second at a time
     ward = Ward(model)
-    together = ward_replay(ward, {"a": (x, 360), "b": (y, 250)}, 60)
+    ward.add("a", 360)
     with pytest.raises(KeyError, match="ward.add"):
-        ward.push({"c": x[:360]})
+        ward.push({"a": x[:360], "c": x[:360]})
     for mine, theirs in zip(alone, [together["a"], together["b"]]):
         assert [e["type"] for e in mine] == [e["type"] for e in theirs]
         for e, f in zip(mine, theirs):

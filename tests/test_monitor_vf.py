@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from ekg.data import find_data_dir
-from ekg.monitor import Monitor, VFDetector, Ward, detect_vf
+from ekg.monitor import Monitor, VFDetector, detect_vf, replay
 from ekg.monitor import nst, stream as stream_module
 from ekg.monitor.vf import FEATURES, VF_SETTINGS, default_model
 from ekg.signals import read_signal, resample
-from helpers import stream, ward_replay
+from helpers import stream
 
 CUDB = find_data_dir().parent / "cudb"
 NOISE = find_data_dir().parent / "nstdb-noise"
@@ -143,7 +143,7 @@ def test_a_ward_gives_each_patient_its_own_vf_alarm(model, cu01, rec100):
     y = rec100[:360 * 100]
     x = cu01[:250 * 100]
     alone = [vf_alarms(stream(Monitor(model, 250), x, 250)), vf_alarms(stream(Monitor(model, 360), y, 360))]
-    together = {p: vf_alarms(e) for p, e in ward_replay(Ward(model), {"vf": (x, 250), "sinus": (y, 360)}, 100).items()}
+    together = {p: vf_alarms(e) for p, e in replay(model, {"vf": (x, 250), "sinus": (y, 360)}).items()}
     assert together["vf"] == alone[0] and together["sinus"] == alone[1] == [] and len(alone[0]) == 1
 
 
