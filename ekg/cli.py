@@ -274,7 +274,8 @@ def export(args) -> int:
         written = export_report(args.notebooks, args.out)
     except ExportError as err:
         raise CliError(str(err)) from None
-    _info(args, f"wrote {len(written)} files to {args.out}: " + ", ".join(p.name for p in written))
+    folder = written[-1].parent if written else args.out  # the default folder when --out is not given
+    _info(args, f"wrote {len(written)} files to {folder}: " + ", ".join(p.name for p in written))
     return 0
 
 

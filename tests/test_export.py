@@ -98,6 +98,12 @@ def test_the_command_line_builds_the_same_report(run_notebooks, tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == ["01_first.html", "02_second.html", COMBINED]
 
 
+def test_the_command_line_names_the_folder_it_wrote_by_default(run_notebooks, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(config, "ROOT", tmp_path)  # the default folder is the repository's report/
+    assert cli.main(["export", "--notebooks", str(run_notebooks)]) == 0
+    assert f"ekg: wrote 3 files to {tmp_path / 'report'}: 01_first.html" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("broken, problem", [("1 / 0", "code cell 2 raised ZeroDivisionError: division by zero"),
                                              (None, "code cell 2 was never run")])
 def test_a_notebook_whose_run_failed_is_not_exported(run_notebooks, tmp_path, capsys, broken, problem):
