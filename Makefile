@@ -22,7 +22,7 @@ report: setup
 	@start=$$(date +%s); for nb in $(NOTEBOOKS); do \
 		echo "== $$nb"; t0=$$(date +%s); \
 		TQDM_DISABLE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 $$nb || exit 1; \
-		echo "   $$nb: $$(( ($$(date +%s) - t0 + 30) / 60 )) min"; \
+		echo "   $$nb: $$(( ($$(date +%s) - t0) / 60 )) min $$(( ($$(date +%s) - t0) % 60 )) s"; \
 	done; \
 	$(BIN)/python -m ekg export || exit 1; \
 	echo "== make report: $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s on $$(nproc) cores"

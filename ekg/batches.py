@@ -72,7 +72,8 @@ class BeatSet:
         """Return the model's input tensors for beats idx, as spec (a model's "input" meta) says.
 
         augment (signal inputs): True adds noise, baseline wander and gain changes; "recorders" also
-        draws each beat from a random recorder version (features.RECORDERS). morph_dropout: the
+        draws each beat from a random recorder version (features.RECORDERS). Augmented signal
+        batches are built on the GPU when there is one (signal_device), with NumPy otherwise. morph_dropout: the
         share of beats (when augmenting) whose beat and context inputs are blanked, so that the
         rhythm inputs learn to decide on their own.
         """

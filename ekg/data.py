@@ -198,17 +198,14 @@ def find_data_dir(data_dir=None, download=True) -> Path:
         for hea in sorted(kaggle_input().glob("**/100.hea")):
             if _looks_like_mitdb(hea.parent):
                 return hea.parent
-    local = config.ROOT / "data" / "mitdb"
+    # on Kaggle the repository is a read-only input: the working folder holds the download
+    local = (config.OUTPUT_ROOT if config.ON_KAGGLE else config.ROOT) / "data" / "mitdb"
     # download_mitdb writes RECORDS last: without it a download was interrupted and is resumed.
     if (local / "RECORDS").is_file():
         return local
     shared = config.ROOT.parent / "shared" / "data" / "mitdb"
     if _looks_like_mitdb(shared) and not local.exists():
         return shared
-    if config.ON_KAGGLE:
-        local = config.OUTPUT_ROOT / "data" / "mitdb"
-        if (local / "RECORDS").is_file():
-            return local
     if not download:
         raise DataError("No MIT-BIH copy found; set EKG_DATA_DIR or allow the download.")
     return download_mitdb(local)
