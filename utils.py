@@ -25,8 +25,9 @@ from ekg.images import (CH0_MEAN, CH0_STD, IMAGE_SHAPE, RENDER_YLIM, beat_images
 from ekg.metrics import EC57_LABELS, bootstrap_by_record, ec57_confusion, macro_f1, per_class_scores, score
 from ekg.models import (ARCHITECTURES, ImageCNN, SeedCNN, SignalCNN, load_checkpoint, load_model, model_path,
                         save_model)
-from ekg.monitor import (ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, CRITICAL_ALARMS, VT_GRACE_S, Monitor, StreamingQRS,
-                         Ward, block_quality, detect_beats, replay, score_vt_alarms, vt_episodes)
+from ekg.monitor import (ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, CRITICAL_ALARMS, VF_RHYTHM_LABELS, VT_GRACE_S, Monitor,
+                         StreamingQRS, Ward, block_quality, detect_beats, replay, rhythm_spans, score_vt_alarms,
+                         vt_episodes)
 from ekg.signals import read_signal, refine_peaks, resample
 from ekg.splits import inter_patient_split, load_split, save_split, seed_split
 from ekg.training import class_weights, fit, get_device

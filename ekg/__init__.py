@@ -39,7 +39,7 @@ _PUBLIC = {
     "classify": ["MATCH_WINDOW_S", "match_beats", "vf_spans", "in_spans", "classify_beats", "classify_record"],
     "monitor": ["ALARM_PRIORITY", "ALARM_THRESHOLDS", "ARRHYTHMIA_ALARMS", "CRITICAL_ALARMS", "StreamingQRS",
                 "detect_beats", "block_quality", "Monitor", "Ward", "VFDetector", "detect_vf", "VT_GRACE_S",
-                "score_vt_alarms", "vt_episodes", "replay"],
+                "VF_RHYTHM_LABELS", "rhythm_spans", "score_vt_alarms", "vt_episodes", "replay"],
 }
 _WHERE = {name: module for module, names in _PUBLIC.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -10,13 +10,13 @@ and Ward that put them together.
 Imports torch, NumPy and SciPy, never torchvision, matplotlib, the training loop or the
 notebooks' utils.
 """
-from .alarms import (ALARM_PRIORITY, ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, CRITICAL_ALARMS, NEVER_SUPPRESSED, VT_GRACE_S,
-                     AlarmRules, score_vt_alarms, vt_episodes)
+from .alarms import (ALARM_PRIORITY, ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, CRITICAL_ALARMS, NEVER_SUPPRESSED, VF_RHYTHM_LABELS,
+                     VT_GRACE_S, AlarmRules, rhythm_spans, score_vt_alarms, vt_episodes)
 from .qrs import StreamingQRS, detect_beats
 from .quality import block_quality
 from .stream import Monitor, Ward, replay
 from .vf import VF_SETTINGS, VFDetector, detect_vf
 
 __all__ = ["ALARM_PRIORITY", "ALARM_THRESHOLDS", "ARRHYTHMIA_ALARMS", "CRITICAL_ALARMS", "NEVER_SUPPRESSED",
-           "VT_GRACE_S", "AlarmRules", "score_vt_alarms", "vt_episodes", "StreamingQRS", "detect_beats", "block_quality", "Monitor", "Ward", "replay", "VF_SETTINGS",
-           "VFDetector", "detect_vf"]
+           "VF_RHYTHM_LABELS", "VT_GRACE_S", "AlarmRules", "rhythm_spans", "score_vt_alarms", "vt_episodes", "StreamingQRS",
+           "detect_beats", "block_quality", "Monitor", "Ward", "replay", "VF_SETTINGS", "VFDetector", "detect_vf"]

@@ -42,8 +42,8 @@ class Monitor(AlarmRules):
     so its beats wait at most the cap plus the detector's decision time (otherwise
     2 s, then classified as if the next RR were usual). Memory is bounded: a few seconds of
     signal, the last 32 beats and the last 256 RR intervals. The rhythm rules get each beat's class,
-    RR interval and p(V): a VT alarm needs its last beats to be confident V beats at a regular rate
-    (alarms.ALARM_THRESHOLDS, vt_min_p_v and vt_max_rr_spread). Arrhythmia alarms are suppressed
+    RR interval and p(V): a VT alarm needs its last beats to be V beats the model is fairly sure of,
+    optionally at a regular rate (alarms.ALARM_THRESHOLDS, vt_min_p_v and vt_max_rr_spread). Arrhythmia alarms are suppressed
     while the signal quality is bad, except ventricular fibrillation: a VFDetector (monitor.vf)
     judges every second the last 4 s of signal, without beats, tells VF from artifact itself,
     and its alarm is neither suppressed nor ended by the signal-quality guard.
