@@ -122,6 +122,14 @@ def live_replay(records) -> dict:
     return events
 
 
+def beat_frame(beat_events) -> pd.DataFrame:
+    """The live beats as the rules see them: t, cls, rr_prev (s), p_V, similarity (NaN unknown)."""
+    t = np.array([e["time"] for e in beat_events], dtype=float)
+    return pd.DataFrame({"t": t, "cls": [e["class"] for e in beat_events], "rr_prev": np.r_[np.nan, np.diff(t)][:len(t)],
+                         "p_V": [e["probabilities"]["V"] for e in beat_events],
+                         "similarity": [np.nan if e["similarity"] is None else e["similarity"] for e in beat_events]})
+
+
 def ds1_streams(records) -> tuple:
     """Return ({record: live beats in time order: t, cls, rr_prev, p_V}, {record: live VT alarms (time,
     announced)}, {record: VT episodes}, {record: VF/VFL spans}, patient-hours)."""
@@ -130,10 +138,7 @@ def ds1_streams(records) -> tuple:
     beats, alarms, episodes, flutter, hours = {}, {}, {}, {}, 0.0
     for r in records:
         ev = events[r]
-        b = [e for e in ev if e["type"] == "beat"]
-        t = np.array([e["time"] for e in b])
-        beats[r] = pd.DataFrame({"t": t, "cls": [e["class"] for e in b], "rr_prev": np.r_[np.nan, np.diff(t)][:len(t)],
-                                 "p_V": [e["probabilities"]["V"] for e in b]})
+        beats[r] = beat_frame([e for e in ev if e["type"] == "beat"])
         alarms[r] = [(e["time"], e["announced"]) for e in ev
                      if e["type"] == "alarm" and e["kind"] == "ventricular tachycardia"]
         ann = wfdb.rdann(str(data_dir / str(r)), "atr")
@@ -146,11 +151,16 @@ def ds1_streams(records) -> tuple:
 
 def rules_replay(beats, thresholds) -> list:
     """Feed one patient's live beats through a fresh monitor's rhythm rules; return its VT alarms (time, announced)."""
+    return [(t, announced) for t, kind, announced in rules_alarms(beats, thresholds) if kind == "ventricular tachycardia"]
+
+
+def rules_alarms(beats, thresholds) -> list:
+    """Feed one patient's live beats (beat_frame) through a fresh monitor's rhythm rules; return every
+    alarm it raises as (time, kind, announced)."""
     monitor = Monitor(RULES_ONLY, 360, thresholds=thresholds)
     out = []
-    for t, cls, rr, p_v in zip(beats["t"], beats["cls"], beats["rr_prev"], beats["p_V"]):
-        out += [(e["time"], e["announced"]) for e in monitor._rhythm_alarms(t, cls, rr, p_v)
-                if e["kind"] == "ventricular tachycardia"]
+    for t, cls, rr, p_v, similarity in beats[["t", "cls", "rr_prev", "p_V", "similarity"]].itertuples(index=False):
+        out += [(e["time"], e["kind"], e["announced"]) for e in monitor._rhythm_alarms(t, cls, rr, p_v, similarity)]
     return out
 
 
@@ -171,14 +181,26 @@ def score(alarms, episodes, flutter, hours) -> dict:
             "records with false VT": ", ".join(map(str, sorted(records)))}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="ALARM_THRESHOLDS' rule beside a few others only")
+def candidates(grid) -> list:
+    """Every setting of a grid ({threshold: values}) as a dict."""
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def parse_args(description, quick_help, tuned) -> tuple:
+    """The tuning scripts' command line (--quick, --records); returns (args, the DS1 records to replay)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--records", type=int, nargs="+", help="DS1 records to replay (default: all 22)")
     args = parser.parse_args()
     records = sorted(args.records or DS1)
     if set(records) - set(DS1):
-        parser.error(f"records {sorted(set(records) - set(DS1))} are not DS1 records: the VT rule is tuned on DS1 only")
+        parser.error(f"records {sorted(set(records) - set(DS1))} are not DS1 records: {tuned} tuned on DS1 only")
+    return args, records
+
+
+def main():
+    args, records = parse_args(__doc__.splitlines()[0], "ALARM_THRESHOLDS' rule beside a few others only",
+                               "the VT rule is")
     t0 = time.perf_counter()
     streams, live_alarms, episodes, flutter, hours = ds1_streams(records)
     n_episodes = sum(map(len, episodes.values()))
@@ -191,10 +213,8 @@ def main():
     print(f"\nThe live monitor out of fold, ALARM_THRESHOLDS' rule {current}:\n"
           f"  {live['episodes alarmed']} of {n_episodes} episodes alarmed; {live['false VT announced']} false VT alarms "
           f"announced ({live['false VT / patient-hour']:.2f} per patient-hour; records {live['records with false VT'] or '-'})")
-    grid = quick_grid() if args.quick else GRID
     rows = []
-    for values in itertools.product(*grid.values()):
-        setting = dict(zip(grid, values))
+    for setting in candidates(quick_grid() if args.quick else GRID):
         alarms = {r: rules_replay(b, setting) for r, b in streams.items()}
         rows.append({**setting, **score(alarms, episodes, flutter, hours)})
     table = pd.DataFrame(rows)

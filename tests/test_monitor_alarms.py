@@ -153,12 +153,13 @@ def test_pause_alarm_fires_on_a_real_gap(model, rec100):
 # -- every rule pinned exactly: events, times, evidence, boundaries (killing mutmut's mutants) --------
 
 def play(monitor, beats, start=0.0):
-    """Feed (class, rr) or (class, rr, p(V)) beats at exact times (the rr values are sums of powers of 2;
-    p(V) 1 when not given); return all events."""
+    """Feed (class, rr), (class, rr, p(V)) or (class, rr, p(V), similarity) beats at exact times (the rr
+    values are sums of powers of 2; p(V) 1 and similarity unknown when not given); return all events."""
     events, t = [], start
-    for cls, rr, *p_v in beats:
+    for cls, rr, *extra in beats:
         t += rr
-        events += monitor._rhythm_alarms(t, cls, rr, p_v[0] if p_v else 1.0)
+        p_v, similarity = (list(extra) + [1.0, np.nan])[:2] if extra else (1.0, np.nan)
+        events += monitor._rhythm_alarms(t, cls, rr, p_v, similarity)
     return events
 
 
@@ -448,3 +449,43 @@ def test_vf_alarms_follow_the_vf_detectors_windows(rules):
     vt = rules._raise("ventricular tachycardia", 19.0, "3 V beats in a row at 150 bpm")
     assert vt[0]["evidence"] == "3 V beats in a row at 150 bpm (during a ventricular fibrillation alarm)"
     assert vt[0]["announced"] is False
+
+
+def test_vt_similarity_gate_asks_the_runs_later_beats_to_look_like_the_beat_before(rules_model):
+    # chosen on DS1 clean and with noise (benchmarks/tune_noise_ds1.py); a change must be re-tuned there
+    assert ALARM_THRESHOLDS["vt_min_similarity"] == 0.6
+    gated = {"vt_min_similarity": 0.6}
+    # the run's first V beat is unlike the normal beat before it (0.1): not asked
+    run = [("V", 0.25, 1.0, 0.1), ("V", 0.25, 1.0, 0.6), ("V", 0.25, 1.0, 0.9)]
+    assert [t for t, _ in vt_alarms(Monitor(rules_model, 360, thresholds=gated), run)] == [4.75]
+    for weak in (1, 2):  # a later beat unlike the one before it: bumps of noise read as V
+        noisy = [list(b) for b in run]
+        noisy[weak][3] = 0.59
+        assert vt_alarms(Monitor(rules_model, 360, thresholds=gated), [tuple(b) for b in noisy]) == [], weak
+        assert len(vt_alarms(Monitor(rules_model, 360, thresholds={"vt_min_similarity": -1}),
+                             [tuple(b) for b in noisy])) == 1  # gate off
+    # an unknown similarity (NaN) holds nothing back
+    assert len(vt_alarms(Monitor(rules_model, 360, thresholds=gated), [("V", 0.25, 1.0, np.nan)] * 3)) == 1
+
+
+def test_rate_similarity_gate_leaves_intervals_ended_by_an_unlike_beat_out_of_the_rate(rules_model):
+    # off by default: on DS1 every gate tried lost more than 5% of the true rate alarms (tune_noise_ds1.py)
+    assert ALARM_THRESHOLDS["rate_min_similarity"] == -1.0
+    gated = {"rate_min_similarity": 0.7}
+
+    def rate_alarms(monitor, beats):
+        return [(e["kind"], e["time"]) for e in play(monitor, beats) if e["kind"] in ("tachycardia", "bradycardia")]
+
+    fast = [("N", 0.375, 0.0, 0.95)] * 8  # 160 bpm, beats alike
+    assert rate_alarms(Monitor(rules_model, 360, thresholds=gated), fast) == [("tachycardia", 3.0)]
+    # noise: every other "beat" unlike the one before it; 8 intervals of 0.375 s but only 4 alike
+    noisy = [("N", 0.375, 0.0, 0.95 if i % 2 else 0.2) for i in range(8)]
+    assert rate_alarms(Monitor(rules_model, 360, thresholds=gated), noisy) == []
+    assert rate_alarms(Monitor(rules_model, 360), noisy) == [("tachycardia", 3.0)]  # default: no gate
+    # exactly at the gate counts; unknown (NaN) counts
+    assert rate_alarms(Monitor(rules_model, 360, thresholds=gated), [("N", 0.375, 0.0, 0.7)] * 8) == [("tachycardia", 3.0)]
+    assert rate_alarms(Monitor(rules_model, 360, thresholds=gated), [("N", 0.375, 0.0, np.nan)] * 8) == [("tachycardia", 3.0)]
+    # bradycardia the same: 40 bpm, alike, alarms; with the intervals' ends unlike, no rate at all
+    slow = [("N", 1.5, 0.0, 0.9)] * 8
+    assert rate_alarms(Monitor(rules_model, 360, thresholds=gated), slow) == [("bradycardia", 12.0)]
+    assert rate_alarms(Monitor(rules_model, 360, thresholds=gated), [("N", 1.5, 0.0, 0.5)] * 8) == []

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from ekg.data import find_data_dir
 from ekg.monitor import nst
 
 
@@ -52,6 +53,13 @@ def test_switching_the_noise_on_and_off_makes_no_jump():
     noise = np.full(n, 5.0)  # a constant: any jump at a switch would be its gain times 5
     noisy = nst.add_noise(np.zeros(n), noise, 2.0, nst.noisy_spans(n, fs))
     assert np.abs(np.diff(noisy)).max() < 1e-9
+
+
+def test_noise_records_are_read_from_beside_the_mitbih_records_by_default():
+    noise, fs = nst.read_noise("em", 1)
+    expected, _ = nst.read_noise("em", 1, find_data_dir().parent / "nstdb-noise")
+    assert fs == 360 and len(noise) > 360 * 60 * 20
+    np.testing.assert_array_equal(noise, expected)
 
 
 def test_bad_noise_input_is_named():

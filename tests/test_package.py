@@ -31,7 +31,7 @@ ALLOWED = {
     "monitor.stream": {"data", "features", "batches", "models", "monitor.alarms", "monitor.qrs",
                        "monitor.quality", "monitor.vf"},
     # offline tools on top of the live path: the noise stress test and the VF detector's fitting
-    "monitor.nst": {"monitor.stream"},
+    "monitor.nst": {"data", "monitor.stream"},
     "monitor.vf_fit": {"config", "data", "signals", "monitor.nst", "monitor.vf"},
     # cross-validation over DS1 and the classical feature baseline
     "cv": {"config", "data", "metrics", "models"},

@@ -19,12 +19,26 @@ ALARM_THRESHOLDS = {
     # intervals' range at most vt_max_rr_spread of their mean; inf: no limit). A project choice, tuned
     # on the DS1 patients replayed through this monitor, each with the cross-validation fold's model
     # that never saw them (benchmarks/tune_vt_ds1.py: most DS1 VT episodes alarmed, then fewest false
-    # VT alarms per patient-hour): 28 of 39 episodes, 5.3 announced false alarms per patient-hour,
-    # against 23 and 2.5 for the gate of 0.9 and 40% chosen before on the reference beats, where a
-    # p(V) of 0.87 or one missed beat in a real run held the alarm back. The false runs are aberrant,
-    # irregular beats in atrial fibrillation (record 203) read as V; a regularity limit removes some of
-    # them but cost VT episodes on DS1.
+    # VT alarms per patient-hour): the live monitor alarmed 27 of 39 episodes with 4.4 announced false
+    # VT alarms per patient-hour (with the similarity gate below), against 23 and 2.5 for the gate of
+    # 0.9 and 40% chosen before on the reference beats, where a p(V) of 0.87 or one missed beat in a
+    # real run held the alarm back. The false runs are mostly aberrant, irregular beats in atrial
+    # fibrillation (record 203) read as V; a regularity limit removes some of them but cost VT
+    # episodes on DS1.
     "vt_min_p_v": 0.7, "vt_max_rr_spread": float("inf"),
+    # Noise: electrode motion makes the QRS detector find bumps of noise as beats, which raise the
+    # rate and, read as V, make runs. Each beat's QRS is compared with the beat before it and with
+    # the patient's running template (quality.beat_similarity, the closer of the two: 1 is the same
+    # shape; a multiform rhythm repeats its shapes, noise repeats none). A VT run's last
+    # vt_min_beats - 1 beats must each reach vt_min_similarity (its first beat, unlike the normal
+    # beats before it, is not asked), and an RR interval enters the rate of the tachycardia and
+    # bradycardia alarms only when the beat that ends it reaches rate_min_similarity (-1, the lowest
+    # similarity: off). Chosen on DS1, clean and with electrode-motion noise at 12, 6 and 0 dB
+    # (benchmarks/tune_noise_ds1.py: the most clean VT episodes, then at least 95% of the true rate
+    # alarms kept, then the fewest false alarms): the VT gate at 0.6 keeps all 28 clean DS1 episodes
+    # and cuts false alarms, clean and noisy, from 738 to 654 (false VT 330 to 246); every rate gate
+    # tried lost more than 5% of the true tachycardia and bradycardia alarms (at 0.5, 7 of 61), so none.
+    "vt_min_similarity": 0.6, "rate_min_similarity": -1.0,
     # Couplet: exactly 2 consecutive ventricular beats. Bigeminy / trigeminy: a ventricular beat
     # after every 1 / 2 other beats, alarmed after 3 such cycles (as bedside monitors do).
     "pattern_cycles": 3,
@@ -83,7 +97,7 @@ class AlarmRules:
 
     A mixin: Monitor inherits it and supplies the state it reads and writes: vf (its VFDetector), th (the
     thresholds), active (alarms now on), announced (when each kind last sounded), recent
-    ((time, class, rr_prev, p(V)) of the last minute's beats), quality and bad_until (the signal
+    ((time, class, rr_prev, p(V), similarity) of the last minute's beats), quality and bad_until (the signal
     quality guard), n and model_fs (the stream clock) and detector (its last R peak).
     """
 
@@ -120,13 +134,15 @@ class AlarmRules:
                 self.active.discard("ventricular fibrillation")
         return events
 
-    def _rhythm_alarms(self, t, cls, rr_prev, p_v):
+    def _rhythm_alarms(self, t, cls, rr_prev, p_v, similarity=np.nan):
         """The alarm events one classified beat raises: t its time (s), cls its class, rr_prev the
-        interval before it (s; NaN unknown), p_v the model's probability that it is a V beat."""
+        interval before it (s; NaN unknown), p_v the model's probability that it is a V beat,
+        similarity its QRS's likeness to the beat before it (quality.beat_similarity; NaN unknown,
+        which no similarity gate holds back)."""
         th = self.th
         if self.bad_until > t - (rr_prev if rr_prev == rr_prev else 0):
             rr_prev = np.nan  # an interval that spans bad signal is no heart rate
-        self.recent = [b for b in self.recent if b[0] > t - 60] + [(t, cls, rr_prev, float(p_v))]
+        self.recent = [b for b in self.recent if b[0] > t - 60] + [(t, cls, rr_prev, float(p_v), float(similarity))]
         self.active -= {"pause", "asystole"}
         if not self._quality_ok(t):
             return []
@@ -143,7 +159,9 @@ class AlarmRules:
             last = self.recent[-th["vt_min_beats"]:]
             p_min = min(b[3] for b in last)
             spread = _rr_spread([b[2] for b in last[1:]])
-            if rate > th["vt_min_rate_bpm"] and p_min >= th["vt_min_p_v"] and spread <= th["vt_max_rr_spread"]:
+            alike = not any(b[4] < th["vt_min_similarity"] for b in last[1:])  # NaN: not held back
+            if rate > th["vt_min_rate_bpm"] and p_min >= th["vt_min_p_v"] and spread <= th["vt_max_rr_spread"] \
+                    and alike:
                 events += self._raise("ventricular tachycardia", t,
                                       f"{run} V beats in a row at {rate:.0f} bpm; the last {len(last)} with "
                                       f"p(V) at least {p_min:.2f}, RR range {spread:.0%} of their mean")
@@ -166,7 +184,10 @@ class AlarmRules:
             events += self._raise("frequent ectopy", t, f"{ectopic} S/V beats in the last minute")
         elif ectopic < th["ectopic_per_min"] // 2:
             self.active.discard("frequent ectopy")
-        rrs = [b[2] for b in self.recent[-th["rate_beats"]:] if not np.isnan(b[2])]
+        # an interval ended by a beat unlike the one before it (a bump of noise, or the beat after
+        # one) is left out of the rate; with fewer than rate_beats known intervals there is no rate
+        rrs = [b[2] for b in self.recent[-th["rate_beats"]:] if not np.isnan(b[2])
+               and not b[4] < th["rate_min_similarity"]]
         if len(rrs) == th["rate_beats"]:
             rate = 60 / np.mean(rrs)
             margin = th["rate_hysteresis_bpm"]

@@ -13,7 +13,7 @@ record is read in step with the ECG from its first sample; at every switch nst s
 output so it does not jump (its z offsets), which is done here too.
 
 Written here because nst is a C program of the WFDB tools, not part of the wfdb Python package.
-Imports: NumPy, wfdb (reading the noise record), monitor.stream (replay, re-exported here: the
+Imports: NumPy, wfdb (reading the noise record), data (where the noise records are), monitor.stream (replay, re-exported here: the
 noise stress test's records go through the same ward replay as any other).
 """
 from __future__ import annotations
@@ -76,11 +76,18 @@ def noisy_spans(n_samples, fs, clean_s=CLEAN_S, segment_s=SEGMENT_S) -> list:
 
 
 def read_noise(kind="em", channel=0, noise_dir=None) -> tuple:
-    """Read one channel of an nstdb noise record (bw, em or ma) in mV; return (noise, fs)."""
+    """Read one channel of an nstdb noise record (bw, em or ma) in mV; return (noise, fs).
+
+    noise_dir: the folder of the noise records; by default nstdb-noise beside the MIT-BIH records
+    (data.find_data_dir), where ../shared/data keeps it."""
     import wfdb
 
     if kind not in ("bw", "em", "ma"):
         raise ValueError(f"noise must be 'bw', 'em' or 'ma', not {kind!r}")
+    if noise_dir is None:
+        from ..data import find_data_dir
+
+        noise_dir = Path(find_data_dir()).parent / "nstdb-noise"
     path = Path(noise_dir) / kind
     if not path.with_suffix(".hea").is_file():
         raise FileNotFoundError(f"{path}.hea not found: the nstdb noise records belong in {noise_dir}")

@@ -1,4 +1,5 @@
-"""Signal quality of one block of samples: ok, missing, flat (lead off), saturated or noisy.
+"""Signal quality of one block of samples (ok, missing, flat (lead off), saturated or noisy), and of
+one beat: how much it looks like the beat before it.
 
 Imports: data (the MIT-BIH rate), monitor.alarms (the thresholds), NumPy.
 """
@@ -32,3 +33,45 @@ def block_quality(x, thresholds=ALARM_THRESHOLDS, fs=FS, adc_limits=None) -> str
     if len(x) > 3 and np.median(np.abs(np.diff(x, 2))) > thresholds["noise_mv"]:
         return "noisy"
     return "ok"
+
+
+#: beat_similarity's QRS region (100 ms each side of the R peak) and the furthest it shifts the
+#: previous beat (40 ms): a detector's fiducial point can sit on either lobe of a wide complex.
+SIMILARITY_HALF_S, SIMILARITY_LAG_S = 0.1, 0.04
+
+
+def beat_similarity(windows, previous=None, fs=FS) -> np.ndarray:
+    """Return, for each beat window (n, m; the R peak at the centre), the correlation of its QRS region
+    with the beat before it, the best over shifts of up to SIMILARITY_LAG_S: 1 for the same shape at
+    any size. previous: each beat's predecessor as rows (n, m), or one window (m,) for the first row
+    with the rows above for the others, or None (the first row then has none: NaN).
+
+    Electrode-motion noise makes the QRS detector find "beats" that are bumps of noise; they look
+    like neither their neighbours nor each other, while the beats of a real rhythm, ventricular
+    tachycardia included, repeat their shape. The Monitor takes the closer of a beat's likeness to the
+    beat before it and to the patient's running template (previous = the template rows) for its
+    rhythm rules (ALARM_THRESHOLDS' rate_min_similarity, vt_min_similarity), which can keep noise from
+    turning into rate and VT alarms."""
+    windows = np.asarray(windows, dtype=np.float64)
+    if windows.ndim != 2:
+        raise ValueError(f"beat windows must have shape (n, samples), not {windows.shape}")
+    half, lag = int(round(SIMILARITY_HALF_S * fs)), int(round(SIMILARITY_LAG_S * fs))
+    centre = windows.shape[1] // 2
+    if centre - half - lag < 0 or centre + half + lag > windows.shape[1]:
+        raise ValueError(f"beat windows of {windows.shape[1]} samples are too short for beat_similarity at {fs} Hz")
+    if previous is None or np.ndim(previous) == 1:
+        first = np.full(windows.shape[1], np.nan) if previous is None else np.asarray(previous, dtype=np.float64)
+        previous = np.concatenate([first[None], windows[:-1]])
+    previous = np.asarray(previous, dtype=np.float64)
+    if previous.shape != windows.shape:
+        raise ValueError(f"previous beats must have the windows' shape {windows.shape}, not {previous.shape}")
+
+    def unit(x):
+        x = x - x.mean(axis=-1, keepdims=True)
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-9)
+
+    own = unit(windows[:, centre - half:centre + half])
+    best = np.full(len(windows), -1.0)
+    for shift in range(-lag, lag + 1):  # NaN (no previous beat) stays NaN through np.maximum
+        best = np.maximum(best, np.sum(own * unit(previous[:, centre - half + shift:centre + half + shift]), axis=1))
+    return best

@@ -16,7 +16,7 @@ from ..features import LOCAL_BEATS, LONG_BEATS, TEMPLATE_BEATS, _inputs_from_par
 from ..models import decide
 from .alarms import ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, NEVER_SUPPRESSED, AlarmRules
 from .qrs import StreamingQRS
-from .quality import block_quality
+from .quality import beat_similarity, block_quality
 from .vf import VFDetector
 
 V_INDEX = CLASSES.index("V")  # the column of p(V) in the model's probabilities
@@ -30,7 +30,9 @@ class Monitor(AlarmRules):
     decided so far, each a
     dict with "type" ("beat", "alarm" or "signal_quality") and "time" in seconds
     from the start of the stream:
-      beat: R-peak time, class, probabilities, and the delay from R peak to event;
+      beat: R-peak time, class, probabilities, the delay from R peak to event, the signal quality,
+        and similarity: its QRS's likeness to the beat before it or to the patient's running
+        template, whichever is closer (quality.beat_similarity; 1 the same shape, noise near 0);
       alarm: kind (one of ARRHYTHMIA_ALARMS), start time, priority ("high", "medium" or
         "advisory", alarms.ALARM_PRIORITY), evidence, and announced (False for an advisory
         alarm, for one raised while a VF alarm sounds, and for the same alarm back within its
@@ -87,7 +89,7 @@ class Monitor(AlarmRules):
         self.last_r = None
         self.rr = []  # RR intervals (s) of the last LONG_BEATS beats: the local and the long mean
         self.last_rr_prev = np.nan  # the previous beat's RR interval before it
-        self.recent = []  # (time, class, rr_prev, p(V)) of the last beats, for rhythm alarms
+        self.recent = []  # (time, class, rr_prev, p(V), similarity) of the last beats, for rhythm alarms
         self.active = set()  # alarms currently on
         self.announced = {}  # when each kind of alarm was last announced
 
@@ -141,14 +143,16 @@ class Monitor(AlarmRules):
         """Beat events and rhythm alarms for classified beats, then the alarms for missing beats."""
         events = []
         if batch:
-            for r, p, prev, k in zip(batch["peaks"], probs, batch["rr_prev"], decide(probs, self.model.meta)):
+            for r, p, prev, k, similar in zip(batch["peaks"], probs, batch["rr_prev"], decide(probs, self.model.meta),
+                                              batch["similarity"]):
                 t = r / self.model_fs
                 cls = CLASSES[int(k)]
                 events.append({"type": "beat", "time": t, "class": cls,
                                "probabilities": dict(zip(CLASSES, map(float, p))),
-                               "delay_s": (batch["now"] - r) / self.model_fs, "quality": self.quality})
-                # the rules see the beat's p(V) too: a VT alarm needs confident V beats (ALARM_THRESHOLDS)
-                events += self._rhythm_alarms(t, cls, prev, float(p[V_INDEX]))
+                               "delay_s": (batch["now"] - r) / self.model_fs, "quality": self.quality,
+                               "similarity": None if np.isnan(similar) else float(similar)})  # JSON: null
+                # the rules see the beat's p(V) and its likeness to the beat before or the template (ALARM_THRESHOLDS)
+                events += self._rhythm_alarms(t, cls, prev, float(p[V_INDEX]), float(similar))
         return events + self._timed_alarms()
 
     # -- signal quality -----------------------------------------------------------
@@ -313,10 +317,13 @@ def _ward_inputs(monitors, batches) -> dict:
     own patient's previous TEMPLATE_BEATS beats (kept by its monitor); the same numbers as offline."""
     contexts = np.concatenate([b["context"] for b in batches])
     ctx, beat, amplitude = beat_parts(contexts, np.median(contexts, axis=1))
-    beat_rows, amplitude_rows, row = [], [], 0
+    beat_rows, amplitude_rows, previous_rows, row = [], [], [], 0
     for m, b in zip(monitors, batches):
         n = len(b["context"])
         beats, amplitudes = m.history + list(np.array(beat[row:row + n])), m.amplitudes + list(amplitude[row:row + n])
+        # each beat's predecessor, for how much it looks like it (quality.beat_similarity, below)
+        previous_rows += [beats[j - 1] if j > 0 else np.full(beat.shape[1], np.nan, np.float32)
+                          for j in range(len(m.history), len(beats))]
         for j in range(len(m.history), len(beats)):
             # causal_median's rule: the previous TEMPLATE_BEATS beats, the stream's first beat
             # standing in for those before it
@@ -327,6 +334,12 @@ def _ward_inputs(monitors, batches) -> dict:
         m.amplitudes = amplitudes[-TEMPLATE_BEATS:]
         row += n
     template = np.median(np.stack(beat_rows).reshape(len(contexts), TEMPLATE_BEATS, -1), axis=1)
+    # for the rhythm rules, not the model: each beat's likeness to the beat before it or to its patient's
+    # running template, whichever is closer (a multiform rhythm repeats its shapes; noise repeats none)
+    fs = monitors[0].model_fs
+    similarity = np.fmax(beat_similarity(beat, np.stack(previous_rows), fs), beat_similarity(beat, template, fs))
+    for b, part in zip(batches, np.split(similarity, np.cumsum([len(b["context"]) for b in batches])[:-1])):
+        b["similarity"] = part
     typical = np.median(np.asarray(amplitude_rows, dtype=np.float32).reshape(len(contexts), TEMPLATE_BEATS), axis=1)
     rr = {k: np.concatenate([b[k] for b in batches])
           for k in ("rr_prev", "rr_next", "rr_local", "rr_long", "rr_before", "rr_spread")}
