@@ -132,5 +132,11 @@ def bootstrap_by_record(beats_df, n_boot=1000, seed=0, level=0.95) -> pd.DataFra
         stats[f"F1 {c}"] = f1[:, i]
     stats["macro-F1"] = f1[:, :4].mean(axis=1)
     alpha = (1 - level) / 2
-    return pd.DataFrame({name: {"low": np.nanquantile(v, alpha), "high": np.nanquantile(v, 1 - alpha)}
-                         for name, v in stats.items()}).T
+
+    def interval(v):  # a statistic undefined in every resample (no S beats at all, say) has none: NaN
+        v = np.asarray(v, dtype=float)
+        if np.isnan(v).all():
+            return {"low": np.nan, "high": np.nan}
+        return {"low": np.nanquantile(v, alpha), "high": np.nanquantile(v, 1 - alpha)}
+
+    return pd.DataFrame({name: interval(v) for name, v in stats.items()}).T
