@@ -28,7 +28,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from ekg import baseline, config, cv, ensemble  # noqa: E402
+from ekg import config, cv, ensemble  # noqa: E402
 from ekg.data import CLASSES, load_beats  # noqa: E402
 
 CACHE = config.CACHE_DIR / "ensemble_oof"

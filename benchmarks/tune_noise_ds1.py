@@ -25,6 +25,7 @@ candidates that keep at least 95% of the ungated rules' true rate alarms on clea
 20 lost); among those, the fewest false announced alarms, then the least strict gates. DS2 is never read.
 
 --quick replays no gates, each gate alone and both (0.6 for VT, 0.7 for the rate) beside ALARM_THRESHOLDS';
+--rules compares, with the same noise, the VT rule chosen before the live replay with today's (RULES);
 --records limits it to some DS1 patients (notebook 05's fast mode).
 Run: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/tune_noise_ds1.py [--quick] [--records 106 201]
 """
@@ -62,7 +63,7 @@ def noisy_replay(records) -> tuple:
     """Return ({(record, snr): live events}, {record: noisy spans (samples)}) of the DS1 records with
     NOISE added at SNRS_DB, each replayed with its fold's model; cached like tune_vt_ds1.live_replay."""
     folds = vt.fold_models(records)
-    key = hashlib.sha256((vt._cache_key(folds, records) + repr((NOISE, SNRS_DB))).encode()).hexdigest()[:16]
+    key = hashlib.sha256((vt.cache_key(folds, records) + repr((NOISE, SNRS_DB))).encode()).hexdigest()[:16]
     path = config.CACHE_DIR / "vt_live" / f"noise-{key}.pkl"
     if path.is_file():
         return pd.read_pickle(path)
@@ -134,8 +135,32 @@ def score(streams, episodes, flutter, rates, setting, spans=None) -> dict:
     return out
 
 
+#: --rules: the VT rule chosen before the live replay (on the reference beats' out-of-fold
+#: probabilities), the rule now without the similarity gate, and ALARM_THRESHOLDS' rule.
+RULES = {"0.9 and RR range 40%, no similarity gate": {"vt_min_p_v": 0.9, "vt_max_rr_spread": 0.4, "vt_min_similarity": -1.0},
+         "0.7, no similarity gate": {"vt_min_similarity": -1.0},
+         "ALARM_THRESHOLDS": {}}
+
+
+def compare_rules(clean, noisy, episodes, flutter, rates, spans) -> pd.DataFrame:
+    """Clean DS1 VT episodes and false VT alarms, clean and in the noisy segments at each level, per RULES."""
+    rows = {}
+    for name, setting in RULES.items():
+        on_clean = score(clean, episodes, flutter, rates, setting)
+        row = {"VT episodes (clean)": on_clean["VT episodes"], "false VT, clean": on_clean["false VT"]}
+        for snr in SNRS_DB:
+            part = score({k: v for k, v in noisy.items() if k[1] == snr}, episodes, flutter, rates, setting, spans)
+            row[f"false VT in noise {snr} dB"] = part["false VT"]
+        rows[name] = row
+    return pd.DataFrame(rows).T.rename_axis("VT rule")
+
+
 def main():
-    args, records = vt.parse_args(__doc__.splitlines()[0], "a few gates beside ALARM_THRESHOLDS' only", "the gates are")
+    def rules_flag(parser):
+        parser.add_argument("--rules", action="store_true", help="compare the VT rules (RULES) with noise, then stop")
+
+    args, records = vt.parse_args(__doc__.splitlines()[0], "a few gates beside ALARM_THRESHOLDS' only", "the gates are",
+                                  rules_flag)
     t0 = time.perf_counter()
     clean, _, episodes, flutter, hours = vt.ds1_streams(records)
     events, spans = noisy_replay(records)
@@ -145,6 +170,12 @@ def main():
     print(f"DS1: {len(records)} patients, {hours:.1f} patient-hours clean; with {NOISE[0]} noise (channel {NOISE[1]}) at "
           f"{', '.join(map(str, SNRS_DB))} dB, {noisy_hours:.1f} hours of noisy segments at each level; "
           f"replayed in {time.perf_counter() - t0:.0f} s (or read from the cache)")
+    if args.rules:
+        pd.set_option("display.width", 200)
+        print("\nThe VT rules with noise (announced false VT alarms; episodes of "
+              f"{sum(map(len, episodes.values()))}):")
+        print(compare_rules(clean, noisy, episodes, flutter, rates, spans).to_string())
+        return
     rows = []
     for setting in vt.candidates(quick_grid() if args.quick else GRID):
         row = dict(setting)

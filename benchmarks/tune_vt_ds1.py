@@ -7,7 +7,7 @@ model's decision thresholds (chosen on the out-of-fold predictions). That is wha
 on a new patient, missed and extra beats, late beats and their probabilities included. An earlier
 version replayed the reference beats' out-of-fold probabilities instead: its chosen rule (p(V) at
 least 0.9 on the run's last 3 beats, RR range at most 40%) alarmed 28 of the 39 DS1 episodes there but
-23 in the live replay, where a missed beat or a p(V) of 0.87 holds a run back.
+24 on the live beats (--quick prints it), where a missed beat or a p(V) of 0.87 holds a run back.
 
 The beats the live replay gave (time, class, p(V)) are then replayed through the monitor's own rhythm
 rules (alarms.AlarmRules: nothing re-implemented here) once per candidate setting of the VT rule,
@@ -94,7 +94,7 @@ def fold_models(records=None) -> list:
     return out
 
 
-def _cache_key(folds, records) -> str:
+def cache_key(folds, records) -> str:
     h = hashlib.sha256()
     for _, held, path in folds:
         h.update(path.read_bytes())
@@ -109,7 +109,7 @@ def _cache_key(folds, records) -> str:
 def live_replay(records) -> dict:
     """Return {record: live events} of the DS1 records, each replayed by the monitor with its fold's model."""
     folds = fold_models(records)
-    path = config.CACHE_DIR / "vt_live" / f"{_cache_key(folds, records)}.pkl"
+    path = config.CACHE_DIR / "vt_live" / f"{cache_key(folds, records)}.pkl"
     if path.is_file():
         return pd.read_pickle(path)
     data_dir = find_data_dir()
@@ -123,11 +123,11 @@ def live_replay(records) -> dict:
 
 
 def beat_frame(beat_events) -> pd.DataFrame:
-    """The live beats as the rules see them: t, cls, rr_prev (s), p_V, similarity (NaN unknown)."""
+    """The live beats as the rules see them: t, cls, rr_prev (s), p_V, similarity."""
     t = np.array([e["time"] for e in beat_events], dtype=float)
     return pd.DataFrame({"t": t, "cls": [e["class"] for e in beat_events], "rr_prev": np.r_[np.nan, np.diff(t)][:len(t)],
                          "p_V": [e["probabilities"]["V"] for e in beat_events],
-                         "similarity": [np.nan if e["similarity"] is None else e["similarity"] for e in beat_events]})
+                         "similarity": [e["similarity"] for e in beat_events]})
 
 
 def ds1_streams(records) -> tuple:
@@ -186,10 +186,13 @@ def candidates(grid) -> list:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
-def parse_args(description, quick_help, tuned) -> tuple:
-    """The tuning scripts' command line (--quick, --records); returns (args, the DS1 records to replay)."""
+def parse_args(description, quick_help, tuned, extra=None) -> tuple:
+    """The tuning scripts' command line (--quick, --records, and what extra(parser) adds); returns
+    (args, the DS1 records to replay)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help=quick_help)
+    if extra:
+        extra(parser)
     parser.add_argument("--records", type=int, nargs="+", help="DS1 records to replay (default: all 22)")
     args = parser.parse_args()
     records = sorted(args.records or DS1)

@@ -138,25 +138,32 @@ def test_noise_is_the_median_second_difference_above_the_limit():
     assert block_quality(np.array([0.0, 1.0, 0.0])) == "ok"  # three are not judged
 
 
+def after(windows, first=None):
+    """Each window's predecessor as rows: the row above, and first (NaN when not given) for row 0."""
+    first = np.full(windows.shape[1], np.nan) if first is None else first
+    return np.concatenate([first[None], windows[:-1]])
+
+
 def test_beat_similarity_of_real_beats_noise_and_shifted_copies(rec100):
     from ekg.data import load_beats
 
     beats = load_beats([100])["sample"].to_numpy()[5:25]
     windows = np.stack([rec100[b - 128:b + 128] for b in beats])
-    s = beat_similarity(windows)
+    s = beat_similarity(windows, after(windows))
     assert np.isnan(s[0]) and (s[1:] > 0.95).all()  # record 100's normal beats repeat their shape
-    assert beat_similarity(windows[1:], previous=windows[0])[0] == pytest.approx(s[1])
+    assert beat_similarity(windows[1:], after(windows[1:], windows[0]))[0] == pytest.approx(s[1])
     # the same beat, larger and moved by up to 40 ms (the fiducial point on another lobe): still 1
     for moved in (2 * np.roll(windows[3], 14), np.roll(windows[3], -14)):
-        assert beat_similarity(np.stack([windows[3], moved]))[1] == pytest.approx(1.0, abs=1e-9)
+        assert beat_similarity(moved[None], windows[3][None])[0] == pytest.approx(1.0, abs=1e-9)
     # ...moved further, it is not: the shift searched is bounded
-    assert beat_similarity(np.stack([windows[3], np.roll(windows[3], 40)]))[1] < 0.9
+    assert beat_similarity(np.roll(windows[3], 40)[None], windows[3][None])[0] < 0.9
     # noise after a beat, and a beat after noise, look like neither
     noise = np.random.default_rng(0).normal(0, 0.2, (2, 256))
-    assert (beat_similarity(np.stack([windows[3], noise[0], noise[1]]))[1:] < 0.6).all()
+    seq = np.stack([windows[3], noise[0], noise[1]])
+    assert (beat_similarity(seq, after(seq))[1:] < 0.6).all()
     # a flat window has no shape: correlation 0, not NaN or an error
-    assert beat_similarity(np.stack([windows[3], np.zeros(256)]))[1] == 0
+    assert beat_similarity(np.zeros((1, 256)), windows[3][None])[0] == 0
     with pytest.raises(ValueError, match="too short"):
-        beat_similarity(np.zeros((3, 40)))
-    with pytest.raises(ValueError, match="shape"):
-        beat_similarity(np.zeros(256))
+        beat_similarity(np.zeros((3, 40)), np.zeros((3, 40)))
+    with pytest.raises(ValueError, match="same shape"):
+        beat_similarity(np.zeros((2, 256)), np.zeros(256))

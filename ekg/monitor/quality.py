@@ -40,31 +40,25 @@ def block_quality(x, thresholds=ALARM_THRESHOLDS, fs=FS, adc_limits=None) -> str
 SIMILARITY_HALF_S, SIMILARITY_LAG_S = 0.1, 0.04
 
 
-def beat_similarity(windows, previous=None, fs=FS) -> np.ndarray:
+def beat_similarity(windows, previous, fs=FS) -> np.ndarray:
     """Return, for each beat window (n, m; the R peak at the centre), the correlation of its QRS region
-    with the beat before it, the best over shifts of up to SIMILARITY_LAG_S: 1 for the same shape at
-    any size. previous: each beat's predecessor as rows (n, m), or one window (m,) for the first row
-    with the rows above for the others, or None (the first row then has none: NaN).
+    with the same row of previous (n, m: the beat before it, or the patient's running template), the
+    best over shifts of up to SIMILARITY_LAG_S: 1 for the same shape at any size; NaN where previous
+    is NaN (no beat before).
 
     Electrode-motion noise makes the QRS detector find "beats" that are bumps of noise; they look
     like neither their neighbours nor each other, while the beats of a real rhythm, ventricular
     tachycardia included, repeat their shape. The Monitor takes the closer of a beat's likeness to the
-    beat before it and to the patient's running template (previous = the template rows) for its
-    rhythm rules (ALARM_THRESHOLDS' rate_min_similarity, vt_min_similarity), which can keep noise from
-    turning into rate and VT alarms."""
-    windows = np.asarray(windows, dtype=np.float64)
-    if windows.ndim != 2:
-        raise ValueError(f"beat windows must have shape (n, samples), not {windows.shape}")
+    beat before it and to the patient's running template for its rhythm rules (ALARM_THRESHOLDS'
+    rate_min_similarity, vt_min_similarity), which can keep noise from turning into rate and VT alarms."""
+    windows, previous = np.asarray(windows, dtype=np.float64), np.asarray(previous, dtype=np.float64)
+    if windows.ndim != 2 or previous.shape != windows.shape:
+        raise ValueError(f"beat windows (n, samples) and their previous beats of the same shape are needed, "
+                         f"not {windows.shape} and {previous.shape}")
     half, lag = int(round(SIMILARITY_HALF_S * fs)), int(round(SIMILARITY_LAG_S * fs))
     centre = windows.shape[1] // 2
     if centre - half - lag < 0 or centre + half + lag > windows.shape[1]:
         raise ValueError(f"beat windows of {windows.shape[1]} samples are too short for beat_similarity at {fs} Hz")
-    if previous is None or np.ndim(previous) == 1:
-        first = np.full(windows.shape[1], np.nan) if previous is None else np.asarray(previous, dtype=np.float64)
-        previous = np.concatenate([first[None], windows[:-1]])
-    previous = np.asarray(previous, dtype=np.float64)
-    if previous.shape != windows.shape:
-        raise ValueError(f"previous beats must have the windows' shape {windows.shape}, not {previous.shape}")
 
     def unit(x):
         x = x - x.mean(axis=-1, keepdims=True)

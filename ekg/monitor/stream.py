@@ -150,7 +150,7 @@ class Monitor(AlarmRules):
                 events.append({"type": "beat", "time": t, "class": cls,
                                "probabilities": dict(zip(CLASSES, map(float, p))),
                                "delay_s": (batch["now"] - r) / self.model_fs, "quality": self.quality,
-                               "similarity": None if np.isnan(similar) else float(similar)})  # JSON: null
+                               "similarity": float(similar)})
                 # the rules see the beat's p(V) and its likeness to the beat before or the template (ALARM_THRESHOLDS)
                 events += self._rhythm_alarms(t, cls, prev, float(p[V_INDEX]), float(similar))
         return events + self._timed_alarms()
@@ -335,7 +335,8 @@ def _ward_inputs(monitors, batches) -> dict:
         row += n
     template = np.median(np.stack(beat_rows).reshape(len(contexts), TEMPLATE_BEATS, -1), axis=1)
     # for the rhythm rules, not the model: each beat's likeness to the beat before it or to its patient's
-    # running template, whichever is closer (a multiform rhythm repeats its shapes; noise repeats none)
+    # running template, whichever is closer (a multiform rhythm repeats its shapes; noise repeats none);
+    # never NaN: a stream's first beat has no beat before it but is its own template
     fs = monitors[0].model_fs
     similarity = np.fmax(beat_similarity(beat, np.stack(previous_rows), fs), beat_similarity(beat, template, fs))
     for b, part in zip(batches, np.split(similarity, np.cumsum([len(b["context"]) for b in batches])[:-1])):

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .. import config
-from ..data import BEAT_SYMBOLS, DS1, FS, RECORDS, find_data_dir
+from ..data import DS1, FS, RECORDS, find_data_dir
 from ..signals import read_signal, resample
 from . import nst
 from .vf import FEATURES, MODEL_PATH, VF_SETTINGS, TreeModel, VFDetector
