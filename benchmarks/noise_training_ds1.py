@@ -76,19 +76,22 @@ def complement(spans, n) -> list:
     return out
 
 
-def noisy_detections(record, snr_db, noise, for_training) -> dict:
-    """The detected beats of one DS1 record with noise at snr_db, inside the stretches the noise was
-    added to (nst's spans, or for training their complement): context, inputs, labels (reference class,
-    Q where no reference beat matches), unmatched (bool), and missed_v (reference V beats inside nst's
-    spans that no detection matched)."""
+def noisy_detections(record, snr_db, noise, stretches="nst") -> dict:
+    """Every beat the monitor's detector finds in one DS1 record with noise at snr_db added in the
+    stretches: "nst" (nst's own spans), "training" (their complement) or "none" (the clean record; no
+    noise, every detection inside). Returns context, inputs, labels (reference class, Q where no
+    reference beat matches), unmatched (bool), inside (bool: in the noisy stretches), samples, and
+    missed_v (reference V beats inside the stretches that no detection matched)."""
     path = find_data_dir() / str(record)
     clean, fs, _ = read_signal(path)
-    ann = wfdb.rdann(str(path), "atr")
     nst_spans = nst.noisy_spans(len(clean), fs)
-    spans = complement(nst_spans, len(clean)) if for_training else nst_spans
-    gain = nst.noise_gain(snr_db, nst.qrs_amplitude(clean, nst.normal_beats(ann.symbol, ann.sample), fs),
-                          nst.noise_rms(noise, fs))
-    x = nst.add_noise(clean, noise, gain, spans).astype(np.float32)
+    spans = {"nst": nst_spans, "training": complement(nst_spans, len(clean)), "none": [(0, len(clean))]}[stretches]
+    x = clean
+    if stretches != "none":
+        ann = wfdb.rdann(str(path), "atr")
+        gain = nst.noise_gain(snr_db, nst.qrs_amplitude(clean, nst.normal_beats(ann.symbol, ann.sample), fs),
+                              nst.noise_rms(noise, fs))
+        x = nst.add_noise(clean, noise, gain, spans).astype(np.float32)
     detected = detect_beats(x, fs)
     beats = load_beats([record])
     ref_i, det_i = match_beats(beats["sample"].to_numpy(), detected, fs)
@@ -102,10 +105,16 @@ def noisy_detections(record, snr_db, noise, for_training) -> dict:
     def inside(samples, stretches):
         return np.any([(samples >= a) & (samples < b) for a, b in stretches], axis=0)
 
-    keep = inside(detected, spans)
-    ref_v = np.flatnonzero(inside(beats["sample"].to_numpy(), nst_spans) & (beats["aami"].to_numpy() == "V"))
-    return {"context": context[keep], "inputs": {k: v[keep] for k, v in inputs.items()}, "labels": labels[keep],
-            "unmatched": unmatched[keep], "missed_v": len(np.setdiff1d(ref_v, ref_i))}
+    ref_v = np.flatnonzero(inside(beats["sample"].to_numpy(), spans) & (beats["aami"].to_numpy() == "V"))
+    return {"context": context, "inputs": inputs, "labels": labels, "unmatched": unmatched,
+            "inside": inside(detected, spans), "samples": detected, "missed_v": len(np.setdiff1d(ref_v, ref_i))}
+
+
+def inside_only(rows) -> dict:
+    """noisy_detections' rows inside the noisy stretches only."""
+    keep = rows["inside"]
+    return {"context": rows["context"][keep], "inputs": {k: v[keep] for k, v in rows["inputs"].items()},
+            "labels": rows["labels"][keep], "unmatched": rows["unmatched"][keep], "missed_v": rows["missed_v"]}
 
 
 def with_rows(data, rows) -> BeatSet:
@@ -138,11 +147,13 @@ def run(variant, meta, clean, record_of, noise) -> dict:
     setting = VARIANTS[variant]
     cfg = {**meta["cfg"], **({"epoch_size": setting["epoch_size"]} if setting["epoch_size"] else {})}
     records = sorted(set(record_of))
-    training_rows = {(r, s): noisy_detections(r, s, noise, True) for r in records for s in setting["snrs"]}
-    eval_rows = {(r, s): noisy_detections(r, s, noise, False) for r in records for s in EVAL_SNRS_DB}
+    training_rows = {(r, s): inside_only(noisy_detections(r, s, noise, "training"))
+                     for r in records for s in setting["snrs"]}
+    eval_rows = {(r, s): inside_only(noisy_detections(r, s, noise, "nst")) for r in records for s in EVAL_SNRS_DB}
     if training_rows:
         labels = np.concatenate([v["labels"] for v in training_rows.values()])
-        print(f"   noisy training rows: {len(labels):,} ({dict(zip(CLASSES, np.bincount(labels, minlength=5).tolist()))})")
+        counts = dict(zip(CLASSES, np.bincount(labels, minlength=len(CLASSES)).tolist()))
+        print(f"   noisy training rows: {len(labels):,} ({counts})")
     in_noise = {s: [] for s in EVAL_SNRS_DB}
 
     def fit_predict(train, held):

@@ -46,3 +46,47 @@ def test_v_at_detections_counts_as_bxb():
     assert out["V calls on noise"] == 1
     assert out["noise called Q (%)"] == pytest.approx(50)
     assert out["real beats called Q"] == 0
+
+
+noise_gate = pytest.importorskip("noise_gate_ds1")
+
+
+def test_gate_scores_count_what_the_gate_drops():
+    p = np.array([0.99, 0.2, 0.96, 0.1, 0.97, 0.3])
+    is_noise = np.array([True, True, False, False, False, False])
+    is_v = np.array([False, False, True, True, False, False])
+    row = noise_gate.scores(p, is_noise, is_v, thresholds=(0.95,)).loc[0.95]
+    assert row["noise dropped (%)"] == pytest.approx(50)
+    assert row["real dropped (%)"] == pytest.approx(50)  # 2 of 4 real beats
+    assert row["V beats dropped (%)"] == pytest.approx(50)
+    assert row["+P before"] == pytest.approx(100 * 4 / 6)
+    assert row["+P after"] == pytest.approx(100 * 2 / 3)  # 2 real and 1 noise detection kept
+    assert row["Se lost (points)"] == pytest.approx(50)
+
+
+def test_gate_features_of_a_repeated_beat():
+    from ekg.data import CONTEXT
+
+    t = np.arange(sum(CONTEXT)) - CONTEXT[0]
+    beat = np.exp(-0.5 * (t / 8.0) ** 2).astype(np.float32)  # the same QRS every time
+    context = np.tile(beat, (40, 1))
+    rhythm = np.ones((40, 11), np.float32)
+    f = noise_gate.detection_features(context, rhythm)
+    assert f.shape == (40, len(noise_gate.FEATURES))
+    column = {name: f[:, i] for i, name in enumerate(noise_gate.FEATURES)}
+    assert np.allclose(column["likeness to the beat before"], 1, atol=1e-5)
+    assert np.allclose(column["likeness to the template"], 1, atol=1e-5)
+    assert np.allclose(column["distance from the template"], 0, atol=1e-5)
+    assert np.allclose(column["amplitude / typical"], 1)
+    noisy = context.copy()
+    noisy[-2:] = np.random.default_rng(0).normal(0, 0.5, context.shape[1])  # the last two: the same bump of noise
+    g = {name: noise_gate.detection_features(noisy, rhythm)[-1, i] for i, name in enumerate(noise_gate.FEATURES)}
+    assert g["likeness to the beat before"] == pytest.approx(1, abs=1e-5)
+    assert g["likeness to the template"] < 0.5
+    assert g["distance from the template"] > 0.5
+    assert g["QRS roughness"] > 2 * column["QRS roughness"][-1]
+    # the shape measures do not depend on the signal's gain (a monitor's leads and gains differ)
+    shape = [noise_gate.FEATURES.index(n) for n in ("likeness to the beat before", "likeness to the template",
+                                                    "QRS roughness", "distance from the template")]
+    assert np.allclose(noise_gate.detection_features(10 * noisy, rhythm)[:, shape],
+                       noise_gate.detection_features(noisy, rhythm)[:, shape], rtol=1e-4, atol=1e-5)
