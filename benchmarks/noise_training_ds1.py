@@ -17,9 +17,9 @@ settings, notebook 03's folds and seeds) is also trained on its training patient
 
 Each fold's model then predicts its held-out patients clean (reference beats) and with the same noise
 channel in nst's own spans at 12 and 6 dB (detected beats inside the noisy spans). The V statistics at
-detected beats count as bxb does: a reference V beat missed by the detector or not called V is a false
-negative; a detection called V is a false positive when it matches an N or S beat or no beat at all
-(noise), not when it matches an F or Q beat.
+detected beats are metrics.score's EC57 gross ones, as bxb counts them: a reference V beat missed by the
+detector or not called V is a false negative; a detection called V is a false positive when it matches
+an N or S beat or no beat at all (noise), not when it matches an F or Q beat.
 
 Variants: current (no noisy rows: the committed model's out-of-fold numbers); noisy (12 and 6 dB
 rows); noisy12 (12 dB rows only); noisy_long (12 and 6 dB rows, 24,000 beats drawn per epoch instead of
@@ -81,7 +81,7 @@ def noisy_detections(record, snr_db, noise, stretches="nst") -> dict:
     stretches: "nst" (nst's own spans), "training" (their complement) or "none" (the clean record; no
     noise, every detection inside). Returns context, inputs, labels (reference class, Q where no
     reference beat matches), unmatched (bool), inside (bool: in the noisy stretches), samples, and
-    missed_v (reference V beats inside the stretches that no detection matched)."""
+    missed (the AAMI classes of the reference beats inside the stretches that no detection matched)."""
     path = find_data_dir() / str(record)
     clean, fs, _ = read_signal(path)
     nst_spans = nst.noisy_spans(len(clean), fs)
@@ -89,9 +89,8 @@ def noisy_detections(record, snr_db, noise, stretches="nst") -> dict:
     x = clean
     if stretches != "none":
         ann = wfdb.rdann(str(path), "atr")
-        gain = nst.noise_gain(snr_db, nst.qrs_amplitude(clean, nst.normal_beats(ann.symbol, ann.sample), fs),
-                              nst.noise_rms(noise, fs))
-        x = nst.add_noise(clean, noise, gain, spans).astype(np.float32)
+        x = nst.nst_record(clean, nst.normal_beats(ann.symbol, ann.sample), fs, snr_db, noise,
+                           spans=spans)[0].astype(np.float32)
     detected = detect_beats(x, fs)
     beats = load_beats([record])
     ref_i, det_i = match_beats(beats["sample"].to_numpy(), detected, fs)
@@ -105,38 +104,39 @@ def noisy_detections(record, snr_db, noise, stretches="nst") -> dict:
     def inside(samples, stretches):
         return np.any([(samples >= a) & (samples < b) for a, b in stretches], axis=0)
 
-    ref_v = np.flatnonzero(inside(beats["sample"].to_numpy(), spans) & (beats["aami"].to_numpy() == "V"))
+    in_stretches = np.flatnonzero(inside(beats["sample"].to_numpy(), spans))
     return {"context": context, "inputs": inputs, "labels": labels, "unmatched": unmatched,
-            "inside": inside(detected, spans), "samples": detected, "missed_v": len(np.setdiff1d(ref_v, ref_i))}
+            "inside": inside(detected, spans), "samples": detected,
+            "missed": beats["aami"].to_numpy().astype(str)[np.setdiff1d(in_stretches, ref_i)]}
 
 
 def inside_only(rows) -> dict:
     """noisy_detections' rows inside the noisy stretches only."""
     keep = rows["inside"]
     return {"context": rows["context"][keep], "inputs": {k: v[keep] for k, v in rows["inputs"].items()},
-            "labels": rows["labels"][keep], "unmatched": rows["unmatched"][keep], "missed_v": rows["missed_v"]}
+            "labels": rows["labels"][keep], "unmatched": rows["unmatched"][keep], "missed": rows["missed"]}
 
 
 def with_rows(data, rows) -> BeatSet:
     """A BeatSet of data's beats and the noisy rows; every recorder version of a noisy row is the row itself."""
     versions = {name: {k: np.concatenate([inputs[k]] + [r["inputs"][k] for r in rows]) for k in inputs}
                 for name, inputs in data.recorder_inputs().items()}
-    out = BeatSet.from_arrays(np.concatenate([data.context] + [r["context"] for r in rows]), versions["native"],
-                              np.concatenate([data.labels] + [r["labels"] for r in rows]))
-    out._recorders = versions
-    return out
+    return BeatSet.from_arrays(np.concatenate([data.context] + [r["context"] for r in rows]), versions["native"],
+                               np.concatenate([data.labels] + [r["labels"] for r in rows]), recorders=versions)
 
 
 def v_at_detections(probs, rows, thresholds) -> dict:
-    """V Se and +P at detected beats (bxb's rule, see the module docstring), and how the noise bumps were called."""
+    """V Se and +P at detected beats, the EC57 gross statistics of metrics.score (as bxb counts them: a
+    detection with no reference beat is O, a reference beat no detection matched is called O), and how
+    the noise bumps were called."""
     called = cv.apply_thresholds(np.concatenate(probs), thresholds)
     labels = np.concatenate([r["labels"] for r in rows])
     unmatched = np.concatenate([r["unmatched"] for r in rows])
-    true_v = (labels == V) & ~unmatched
-    tp = int(np.sum((called == V) & true_v))
-    fp = int(np.sum((called == V) & (unmatched | np.isin(labels, [CLASSES.index("N"), CLASSES.index("S")]))))
-    fn = int(np.sum(true_v & (called != V))) + sum(r["missed_v"] for r in rows)
-    return {"V Se": 100 * tp / max(tp + fn, 1), "V +P": 100 * tp / max(tp + fp, 1),
+    missed = np.concatenate([r["missed"] for r in rows])
+    table = pd.DataFrame({"aami_true": np.r_[np.where(unmatched, "O", np.asarray(CLASSES)[labels]), missed],
+                          "aami_pred": np.r_[np.asarray(CLASSES)[called], np.full(len(missed), "O")]})
+    gross = score(table)["gross"]
+    return {"V Se": 100 * gross["VEB Se"], "V +P": 100 * gross["VEB +P"],
             "V calls on noise": int(np.sum((called == V) & unmatched)),
             "noise called Q (%)": 100 * np.mean(called[unmatched] == Q) if unmatched.any() else np.nan,
             "real beats called Q": int(np.sum((called == Q) & ~unmatched))}

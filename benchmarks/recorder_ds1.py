@@ -24,7 +24,8 @@ Adoption rule, written before either candidate was run: a candidate replaces the
 if, out of fold, (a) the share of beats decided differently at 128 Hz falls to half of the current
 one or less, and (b) native S F1 and V F1 each lose at most 1 point against the current model.
 
-Run (about 3 minutes per variant on 2 cores): .venv/bin/python benchmarks/recorder_ds1.py [--variants current refine]
+Run (1 to 1.5 minutes per variant alone on 2 cores; 7 minutes for all three):
+.venv/bin/python benchmarks/recorder_ds1.py [--variants current refine]
 """
 import argparse
 import sys
@@ -78,9 +79,7 @@ def variant_set(variant, records) -> BeatSet:
                 for name in features.RECORDERS}
     beats = load_beats(records)
     labels = pd.Categorical(beats["aami"], categories=CLASSES).codes.astype(np.int64)
-    data = BeatSet.from_arrays(load_windows(records, *CONTEXT), versions["native"], labels)
-    data._recorders = versions  # the variant's recorder versions, for augment="recorders"
-    return data
+    return BeatSet.from_arrays(load_windows(records, *CONTEXT), versions["native"], labels, recorders=versions)
 
 
 def out_of_fold(variant, meta) -> tuple:

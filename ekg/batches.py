@@ -32,11 +32,18 @@ class BeatSet:
         self.labels = pd.Categorical(frame["aami"], categories=CLASSES).codes.astype(np.int64)
 
     @classmethod
-    def from_arrays(cls, context, inputs, labels):
-        """A BeatSet from context windows, patient_inputs(...) and integer labels (no split frame)."""
+    def from_arrays(cls, context, inputs, labels, recorders=None):
+        """A BeatSet from context windows, patient_inputs(...) and integer labels (no split frame).
+
+        recorders: {recorder: inputs} of the same beats (features.RECORDERS versions, "native" among
+        them) for augment="recorders"; without it the set has its native inputs only."""
         data = cls.__new__(cls)
         data.frame, data.context, data.inputs, data.labels, data._image_cache = None, context, inputs, labels, {}
         data._records, data._rows, data._recorders = None, None, None
+        if recorders is not None:
+            if "native" not in recorders or any(len(v["rhythm"]) != len(labels) for v in recorders.values()):
+                raise ValueError("recorders must hold a 'native' version and one row per beat in each version")
+            data._recorders = recorders
         return data
 
     def subset(self, mask) -> "BeatSet":

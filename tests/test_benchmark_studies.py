@@ -37,7 +37,7 @@ def test_v_at_detections_counts_as_bxb():
     labels = np.array([k["V"], k["V"], k["V"], k["N"], k["S"], k["F"], k["Q"], k["Q"]])
     unmatched = np.array([False, False, False, False, False, False, True, True])
     called = ["V", "V", "N", "V", "N", "V", "V", "Q"]
-    rows = [{"labels": labels, "unmatched": unmatched, "missed_v": 1}]
+    rows = [{"labels": labels, "unmatched": unmatched, "missed": np.array(["V", "N"])}]
     out = noise_training.v_at_detections([onehot(called)], rows, {})
     # TP 2; FN: one V called N, one V the detector missed; FP: the N called V and the noise bump called V
     # (the F beat called V is no false positive under EC57)
@@ -70,14 +70,17 @@ def test_gate_features_of_a_repeated_beat():
     t = np.arange(sum(CONTEXT)) - CONTEXT[0]
     beat = np.exp(-0.5 * (t / 8.0) ** 2).astype(np.float32)  # the same QRS every time
     context = np.tile(beat, (40, 1))
-    rhythm = np.ones((40, 11), np.float32)
+    from ekg.features import RHYTHM_FEATURES
+
+    rhythm = np.tile(np.arange(len(RHYTHM_FEATURES), dtype=np.float32) + 10, (40, 1))  # each column its own value
     f = noise_gate.detection_features(context, rhythm)
     assert f.shape == (40, len(noise_gate.FEATURES))
     column = {name: f[:, i] for i, name in enumerate(noise_gate.FEATURES)}
     assert np.allclose(column["likeness to the beat before"], 1, atol=1e-5)
     assert np.allclose(column["likeness to the template"], 1, atol=1e-5)
     assert np.allclose(column["distance from the template"], 0, atol=1e-5)
-    assert np.allclose(column["amplitude / typical"], 1)
+    for name in ("rr_prev / local RR", "rr_next / local RR", "amplitude / typical", "local RR sd / local RR"):
+        assert (column[name] == RHYTHM_FEATURES.index(name) + 10).all(), name  # the rhythm input's own column
     noisy = context.copy()
     noisy[-2:] = np.random.default_rng(0).normal(0, 0.5, context.shape[1])  # the last two: the same bump of noise
     g = {name: noise_gate.detection_features(noisy, rhythm)[-1, i] for i, name in enumerate(noise_gate.FEATURES)}

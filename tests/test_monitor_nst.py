@@ -47,6 +47,26 @@ def test_the_added_noise_has_the_asked_signal_to_noise_ratio(snr_db):
     assert np.ptp(added[b:c]) < 1e-9  # clean between noisy segments (an offset at most)
 
 
+def test_noise_goes_only_into_the_spans_asked_for():
+    fs = 360
+    n = fs * 60 * 12
+    beats = np.arange(fs // 2, n - fs, int(0.8 * fs))
+    x = np.zeros(n)
+    x[beats] = 1.5
+    noise = np.random.default_rng(1).standard_normal(n)
+    own, own_spans = nst.nst_record(x, beats, fs, 12, noise)
+    asked = [(0, 100 * fs), (310 * fs, 350 * fs)]
+    noisy, spans = nst.nst_record(x, beats, fs, 12, noise, spans=asked)
+    assert spans == asked
+    added = noisy - x
+    assert np.ptp(added[100 * fs:310 * fs]) < 1e-9 and np.ptp(added[350 * fs:]) < 1e-9  # clean outside them
+    # inside a span, the same noise samples at the same gain as in nst's own record (up to an offset)
+    assert own_spans[0] == (300 * fs, 420 * fs)
+    inside = slice(310 * fs, 350 * fs)
+    assert np.allclose(np.diff(added[inside]), np.diff((own - x)[inside]))
+    assert np.abs(np.diff(added[inside])).max() > 0.01
+
+
 def test_switching_the_noise_on_and_off_makes_no_jump():
     fs = 360
     n = fs * 60 * 10

@@ -119,6 +119,21 @@ def test_recorder_augmentation_draws_each_beat_from_a_recorder_version(sets):
     np.testing.assert_array_equal(part.recorder_inputs()["via128"]["beat"], versions["via128"]["beat"][:10])
 
 
+def test_a_set_from_arrays_draws_from_the_recorder_versions_it_is_given(sets):
+    data = sets["train"]
+    versions = {name: {k: v.copy() for k, v in inputs.items()} for name, inputs in data.recorder_inputs().items()}
+    versions["via128"]["rhythm"][:] = 7.0  # a version that cannot be mistaken for another
+    made = BeatSet.from_arrays(data.context, versions["native"], data.labels, recorders=versions)
+    rhythm = made.batch(SIGNAL_SPEC, np.arange(50), augment="recorders", rng=np.random.default_rng(0))[2].numpy()
+    assert (rhythm == 7.0).all(1).any()  # the given via128 version is drawn
+    assert (made.subset(np.arange(len(made)) < 10).recorder_inputs()["via128"]["rhythm"] == 7.0).all()
+    assert set(BeatSet.from_arrays(data.context, data.inputs, data.labels).recorder_inputs()) == {"native"}
+    with pytest.raises(ValueError, match="native"):
+        BeatSet.from_arrays(data.context, data.inputs, data.labels, recorders={"via128": versions["via128"]})
+    with pytest.raises(ValueError, match="one row per beat"):
+        BeatSet.from_arrays(data.context, data.inputs, data.labels[:5], recorders=versions)
+
+
 # -- augmented signal batches built on the training device (the GPU; the CPU stands in here) --------
 
 def on_device(data):

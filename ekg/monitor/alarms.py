@@ -22,9 +22,9 @@ ALARM_THRESHOLDS = {
     # VT alarms per patient-hour): replayed on the live beats, 28 of 39 episodes against 24 (1.99
     # false VT alarms per patient-hour) for the gate of 0.9 and 40% chosen before on the reference
     # beats, where a p(V) of 0.87 or one missed beat in a real run held the alarm back; with the
-    # similarity gate below, the live monitor alarms 27, with 4.4 false per patient-hour. The false runs are mostly aberrant, irregular beats in atrial
-    # fibrillation (record 203) read as V; a regularity limit removes some of them but cost VT
-    # episodes on DS1.
+    # similarity gate below, the live monitor alarms 27, with 4.4 false per patient-hour. The false
+    # runs are mostly aberrant, irregular beats in atrial fibrillation (record 203) read as V; a
+    # regularity limit removes some of them but cost VT episodes on DS1.
     "vt_min_p_v": 0.7, "vt_max_rr_spread": float("inf"),
     # Noise: electrode motion makes the QRS detector find bumps of noise as beats, which raise the
     # rate and, read as V, make runs. Each beat's QRS is compared with the beat before it and with

@@ -13,8 +13,8 @@ record is read in step with the ECG from its first sample; at every switch nst s
 output so it does not jump (its z offsets), which is done here too.
 
 Written here because nst is a C program of the WFDB tools, not part of the wfdb Python package.
-Imports: NumPy, wfdb (reading the noise record), data (where the noise records are), monitor.stream (replay, re-exported here: the
-noise stress test's records go through the same ward replay as any other).
+Imports: NumPy, wfdb (reading the noise record), data (where the noise records are), monitor.stream
+(replay, re-exported here: the noise stress test's records go through the same ward replay as any other).
 """
 from __future__ import annotations
 
@@ -111,14 +111,15 @@ def add_noise(signal, noise, gain, spans) -> np.ndarray:
     return x + added - np.cumsum(step)
 
 
-def nst_record(signal, normal_beats, fs, snr_db, noise, noise_fs=None) -> tuple:
+def nst_record(signal, normal_beats, fs, snr_db, noise, noise_fs=None, spans=None) -> tuple:
     """Build one noise stress test record; return (noisy signal, noisy spans in samples).
 
     signal: the clean ECG (mV) at fs; normal_beats: its normal beats' samples (the reference
-    annotations nst reads); noise: the noise record's channel, at the same rate (nst requires it).
+    annotations nst reads); noise: the noise record's channel, at the same rate (nst requires it);
+    spans: where the noise goes, (start, end) samples; nst's own (noisy_spans) by default.
     """
     if noise_fs is not None and not 0.9 * fs <= noise_fs <= 1.1 * fs:
         raise ValueError(f"noise at {noise_fs} Hz and signal at {fs} Hz: resample the noise first, as nst does")
-    spans = noisy_spans(len(signal), fs)
+    spans = noisy_spans(len(signal), fs) if spans is None else [(int(a), int(b)) for a, b in spans]
     gain = noise_gain(snr_db, qrs_amplitude(signal, normal_beats, fs), noise_rms(noise, fs))
     return add_noise(signal, noise, gain, spans), spans
