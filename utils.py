@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ekg import config
 from ekg.batches import BeatSet, predict
+from ekg.blend import FeatureBlend, blend_path
 from ekg.classify import (MATCH_WINDOW_S, classify_beats, classify_record, in_spans, match_beats,
                           vf_spans)
 from ekg.config import (CACHE_DIR, FAST, ON_KAGGLE, OUTPUT_ROOT, PLOTS_DIR, ROOT, SPLITS_DIR, kaggle_input,

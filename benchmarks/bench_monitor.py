@@ -5,8 +5,9 @@ patient in turn; by default 1,000 streams, each a different stretch) and prints,
 one thread:
   - throughput: seconds of ECG processed per CPU-second (the process's CPU time), i.e. how
     many patients one core keeps up with in real time (the aim is at least 1,000), for a Ward
-    that runs the QRS filters, the VF detector, the beats' inputs and the model once for all
-    patients, and
+    that runs the QRS filters, the VF detector, the beats' inputs and the model (with --blend, also
+    the recommended blend's feature model, which the monitor can take and does not ship with) once
+    for all patients, and
     for the reference run in the same process: one Monitor.push per patient, on the
     first --reference streams;
   - the delay from an R peak to its beat event in stream time, median and 99th
@@ -14,7 +15,7 @@ one thread:
     after it, and the next R peak or, for a model with rr_next_cap_s, the certainty
     that it is later than the cap) plus the wait for the chunk that completes them.
 Run: .venv/bin/python benchmarks/bench_monitor.py [--minutes M] [--chunk S] [--patients N] [--reference N]
-     [--rr-next-cap S] [--without-vf]
+     [--rr-next-cap S] [--without-vf] [--blend]
 """
 import argparse
 import sys
@@ -29,14 +30,14 @@ import utils  # noqa: E402
 from ekg.monitor import VFDetector  # noqa: E402
 
 
-def run(model, signals, chunk_s, batched):
+def run(model, signals, chunk_s, batched, blend=None):
     """Stream every signal in chunk_s pieces; return (CPU seconds, beat delays)."""
     if batched:
-        ward = utils.Ward(model)
+        ward = utils.Ward(model, blend=blend)
         for k, (_, fs) in enumerate(signals):
             ward.add(k, fs)
     else:
-        monitors = [utils.Monitor(model, fs) for _, fs in signals]
+        monitors = [utils.Monitor(model, fs, blend=blend) for _, fs in signals]
     longest = max(len(x) / fs for x, fs in signals)
     delays, busy = [], 0.0
     for step in range(int(np.ceil(longest / chunk_s))):
@@ -66,11 +67,14 @@ def main():
                              "delay and speed of such a model, with the recommended weights (not its accuracy)")
     parser.add_argument("--without-vf", action="store_true",
                         help="switch the VF detector off, to measure what it costs (the monitor always runs it)")
+    parser.add_argument("--blend", action="store_true",
+                        help="the monitor with the recommended CNN + feature-model blend (what the blend costs)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one core
     if args.without_vf:
         VFDetector.feed_many = staticmethod(lambda detectors, chunks: [[] for _ in detectors])
     model = utils.load_model(utils.model_path("recommended"))
+    blend = utils.FeatureBlend.load(utils.blend_path()) if args.blend else None
     if args.rr_next_cap is not None:
         model.rr_next_cap_s = args.rr_next_cap or None
     data_dir = utils.find_data_dir()
@@ -85,11 +89,11 @@ def main():
     reference = signals[:args.reference]
     cap = getattr(model, "rr_next_cap_s", None)
     cap = f", next RR seen up to {cap:g} s" if cap else ", next RR not capped (a beat waits for the next one)"
-    print(f"model {model.meta['name']}{cap}: {len(signals)} streams x {args.minutes:g} min, "
-          f"{args.chunk:g}-s chunks, 1 thread")
-    single_s, _ = run(model, reference, args.chunk, batched=False)
+    print(f"model {model.meta['name']}{cap}{', with the recommended blend' if blend else ''}: "
+          f"{len(signals)} streams x {args.minutes:g} min, {args.chunk:g}-s chunks, 1 thread")
+    single_s, _ = run(model, reference, args.chunk, batched=False, blend=blend)
     single = sum(len(x) / fs for x, fs in reference) / single_s
-    ward_s, delays = run(model, signals, args.chunk, batched=True)
+    ward_s, delays = run(model, signals, args.chunk, batched=True, blend=blend)
     print(f"throughput, Ward of {len(signals)} streams: {ecg_s / ward_s:,.0f} s of ECG per CPU-second -> one core "
           f"keeps up with about {ecg_s / ward_s:,.0f} patients in real time (aim 1,000)")
     print(f"throughput, one Monitor.push per patient ({len(reference)} streams, same run): {single:,.0f} patients "

@@ -27,7 +27,9 @@ candidates that keep at least 95% of the ungated rules' true rate alarms on clea
 --quick replays no gates, each gate alone and both (0.6 for VT, 0.7 for the rate) beside ALARM_THRESHOLDS';
 --rules compares, with the same noise, the VT rule chosen before the live replay with today's (RULES);
 --records limits it to some DS1 patients (notebook 05's fast mode).
-Run: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/tune_noise_ds1.py [--quick] [--records 106 201]
+--blend replays the monitor with each fold's CNN + feature-model blend (tune_vt_ds1.py --blend), and
+--vt-min-p-v sets the VT rule's p(V) gate (the blend's own, as tune_vt_ds1.py --blend chooses it).
+Run: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/tune_noise_ds1.py [--quick] [--blend] [--vt-min-p-v P] [--records 106 201]
 """
 import hashlib
 import sys
@@ -59,10 +61,10 @@ def quick_grid() -> dict:
             "rate_min_similarity": sorted({-1.0, 0.7, ALARM_THRESHOLDS["rate_min_similarity"]})}
 
 
-def noisy_replay(records) -> tuple:
+def noisy_replay(records, with_blend=False) -> tuple:
     """Return ({(record, snr): live events}, {record: noisy spans (samples)}) of the DS1 records with
     NOISE added at SNRS_DB, each replayed with its fold's model; cached like tune_vt_ds1.live_replay."""
-    folds = vt.fold_models(records)
+    folds = vt.fold_models(records, with_blend)
     key = hashlib.sha256((vt.cache_key(folds, records) + repr((NOISE, SNRS_DB))).encode()).hexdigest()[:16]
     path = config.CACHE_DIR / "vt_live" / f"noise-{key}.pkl"
     if path.is_file():
@@ -72,7 +74,7 @@ def noisy_replay(records) -> tuple:
     data_dir = find_data_dir()
     noise, noise_fs = nst.read_noise(*NOISE)
     events, spans = {}, {}
-    for model, held, _ in folds:
+    for model, held, _, fold_blend in folds:
         signals = {}
         for r in held:
             clean, fs, _ = read_signal(data_dir / str(r))
@@ -81,7 +83,7 @@ def noisy_replay(records) -> tuple:
             for snr in SNRS_DB:
                 noisy, spans[r] = nst.nst_record(clean, normal, fs, snr, noise, noise_fs)
                 signals[(r, snr)] = (noisy.astype(np.float32), fs)
-        events.update(monitor_replay(model, signals, chunk_s=1.0))
+        events.update(monitor_replay(model, signals, chunk_s=1.0, blend=fold_blend))
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.to_pickle((events, spans), path)
     return events, spans
@@ -158,12 +160,15 @@ def compare_rules(clean, noisy, episodes, flutter, rates, spans) -> pd.DataFrame
 def main():
     def rules_flag(parser):
         parser.add_argument("--rules", action="store_true", help="compare the VT rules (RULES) with noise, then stop")
+        parser.add_argument("--vt-min-p-v", type=float, default=None,
+                            help="the VT rule's p(V) gate for every candidate (default: ALARM_THRESHOLDS'; e.g. the "
+                                 "gate tune_vt_ds1.py --blend chooses for the blend)")
 
     args, records = vt.parse_args(__doc__.splitlines()[0], "a few gates beside ALARM_THRESHOLDS' only", "the gates are",
                                   rules_flag)
     t0 = time.perf_counter()
-    clean, _, episodes, flutter, hours = vt.ds1_streams(records)
-    events, spans = noisy_replay(records)
+    clean, _, episodes, flutter, hours = vt.ds1_streams(records, args.blend)
+    events, spans = noisy_replay(records, args.blend)
     noisy = {key: vt.beat_frame([e for e in ev if e["type"] == "beat"]) for key, ev in events.items()}
     rates = reference_rate(records)
     noisy_hours = sum((e - s) / FS for r in records for s, e in spans[r]) / 3600
@@ -176,8 +181,12 @@ def main():
               f"{sum(map(len, episodes.values()))}):")
         print(compare_rules(clean, noisy, episodes, flutter, rates, spans).to_string())
         return
+    print(f"the monitor with {'each fold CNN blended with its fold GBM (--blend)' if args.blend else 'each fold CNN alone'}"
+          + (f"; the VT rule's p(V) gate set to {args.vt_min_p_v:g}" if args.vt_min_p_v is not None else ""))
     rows = []
     for setting in vt.candidates(quick_grid() if args.quick else GRID):
+        if args.vt_min_p_v is not None:
+            setting = {**setting, "vt_min_p_v": args.vt_min_p_v}
         row = dict(setting)
         on_clean = score(clean, episodes, flutter, rates, setting)
         row.update({"VT episodes (clean)": on_clean["VT episodes"], "true rate alarms (clean)": on_clean["true rate alarms"]})

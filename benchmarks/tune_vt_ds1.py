@@ -3,7 +3,11 @@
 Each DS1 patient is replayed through the live monitor (ekg.monitor.replay: QRS detection, signal
 quality, the model, the rules) with the signal CNN of the cross-validation fold that never saw that
 patient (models/folds/, saved by notebook 03 with the out-of-fold predictions) and the recommended
-model's decision thresholds (chosen on the out-of-fold predictions). That is what the monitor will do
+model's decision thresholds (chosen on the out-of-fold predictions). --blend replays the monitor with
+the CNN + feature-model blend instead (blend.FeatureBlend, which the monitor can take and does not
+ship with): each fold's CNN with its own blend, the feature baseline's GBM fitted on that fold's
+training patients only (ensemble.fitted_blend, cached) with the recommended blend's weights and
+thresholds (models/recommended_blend.json.gz, chosen on the DS1 folds). That is what the monitor will do
 on a new patient, missed and extra beats, late beats and their probabilities included. An earlier
 version replayed the reference beats' out-of-fold probabilities instead: its chosen rule (p(V) at
 least 0.9 on the run's last 3 beats, RR range at most 40%) alarmed 28 of the 39 DS1 episodes there but
@@ -31,7 +35,7 @@ issue's aim of at most 0.2 false VT alarms per patient-hour is marked in the tab
 
 The live replay is cached (data/cache/vt_live/, keyed by the fold models, the thresholds, the records
 and the monitor's code). --records limits it to some DS1 patients (notebook 05's fast mode).
-Run: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/tune_vt_ds1.py [--quick] [--records 205 215]
+Run: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/tune_vt_ds1.py [--quick] [--blend] [--records 205 215]
 """
 import argparse
 import hashlib
@@ -50,6 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ekg import config  # noqa: E402
 from ekg.config import ROOT  # noqa: E402
 from ekg.data import CLASSES, DS1, DS2, find_data_dir  # noqa: E402
+from ekg import ensemble  # noqa: E402
+from ekg.blend import FeatureBlend, blend_path  # noqa: E402
+from ekg.cv import cv_records  # noqa: E402
 from ekg.models import load_model, model_path  # noqa: E402
 from ekg.monitor import ALARM_THRESHOLDS, VF_RHYTHM_LABELS, Monitor, replay as monitor_replay  # noqa: E402
 from ekg.monitor.alarms import rhythm_spans, score_vt_alarms, vt_episodes  # noqa: E402
@@ -71,9 +78,12 @@ def quick_grid() -> dict:
             "vt_min_rate_bpm": [ALARM_THRESHOLDS["vt_min_rate_bpm"]], "vt_min_beats": [ALARM_THRESHOLDS["vt_min_beats"]]}
 
 
-def fold_models(records=None) -> list:
-    """Return [(model, held-out records)] of the cross-validation folds (models/folds/*.pt), each with
-    the recommended model's decision thresholds, keeping the folds that hold some of records."""
+def fold_models(records=None, with_blend=False) -> list:
+    """Return [(model, held-out records, path, blend)] of the cross-validation folds (models/folds/*.pt),
+    each with the recommended model's decision thresholds, keeping the folds that hold some of records.
+    blend: None, or with_blend the fold's own blend: the feature baseline's GBM fitted on the fold's
+    training patients (ensemble.fitted_blend, cached) with the recommended blend's weights and
+    thresholds (models/recommended_blend.json.gz)."""
     # where notebook 03 wrote them (the output root, as models.model_path looks), else the committed ones
     folder = next((base / "models" / "folds" for base in (config.OUTPUT_ROOT, ROOT)
                    if any((base / "models" / "folds").glob("signal_cnn_fold*.pt"))), ROOT / "models" / "folds")
@@ -81,6 +91,7 @@ def fold_models(records=None) -> list:
     if not paths:
         raise FileNotFoundError(f"no fold models in {folder}: notebook 03 saves them with its cross-validation")
     thresholds = load_model(model_path("recommended")).meta.get("thresholds")
+    shipped = FeatureBlend.load(blend_path()) if with_blend else None
     out = []
     for path in paths:
         model = load_model(path)
@@ -90,15 +101,20 @@ def fold_models(records=None) -> list:
         held = [r for r in held if records is None or r in records]
         if held:
             model.meta["thresholds"] = thresholds
-            out.append((model, held, path))
+            fold_blend = None if shipped is None else ensemble.fitted_blend(
+                [r for r in cv_records() if r not in {int(h) for h in model.meta["held_out"]}], shipped.weights,
+                shipped.meta["thresholds"], model)
+            out.append((model, held, path, fold_blend))
     return out
 
 
 def cache_key(folds, records) -> str:
     h = hashlib.sha256()
-    for _, held, path in folds:
+    for _, held, path, fold_blend in folds:
         h.update(path.read_bytes())
         h.update(json.dumps(held).encode())
+        if fold_blend is not None:
+            h.update(json.dumps(fold_blend.spec, sort_keys=True).encode())
     h.update(json.dumps(folds[0][0].meta["thresholds"], sort_keys=True).encode())
     h.update(json.dumps(sorted(records)).encode())
     for code in sorted((ROOT / "ekg" / "monitor").glob("*.py")):
@@ -106,17 +122,18 @@ def cache_key(folds, records) -> str:
     return h.hexdigest()[:16]
 
 
-def live_replay(records) -> dict:
-    """Return {record: live events} of the DS1 records, each replayed by the monitor with its fold's model."""
-    folds = fold_models(records)
+def live_replay(records, with_blend=False) -> dict:
+    """Return {record: live events} of the DS1 records, each replayed by the monitor with its fold's model
+    (and, with_blend, the fold's blend)."""
+    folds = fold_models(records, with_blend)
     path = config.CACHE_DIR / "vt_live" / f"{cache_key(folds, records)}.pkl"
     if path.is_file():
         return pd.read_pickle(path)
     data_dir = find_data_dir()
     events = {}
-    for model, held, _ in folds:
+    for model, held, _, fold_blend in folds:
         signals = {r: read_signal(data_dir / str(r))[:2] for r in held}
-        events.update(monitor_replay(model, signals, chunk_s=1.0))
+        events.update(monitor_replay(model, signals, chunk_s=1.0, blend=fold_blend))
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.to_pickle(events, path)
     return events
@@ -130,10 +147,10 @@ def beat_frame(beat_events) -> pd.DataFrame:
                          "similarity": [e["similarity"] for e in beat_events]})
 
 
-def ds1_streams(records) -> tuple:
+def ds1_streams(records, with_blend=False) -> tuple:
     """Return ({record: live beats in time order: t, cls, rr_prev, p_V}, {record: live VT alarms (time,
-    announced)}, {record: VT episodes}, {record: VF/VFL spans}, patient-hours)."""
-    events = live_replay(records)
+    announced)}, {record: VT episodes}, {record: VF/VFL spans}, patient-hours), from live_replay."""
+    events = live_replay(records, with_blend)
     data_dir = find_data_dir()
     beats, alarms, episodes, flutter, hours = {}, {}, {}, {}, 0.0
     for r in records:
@@ -191,6 +208,8 @@ def parse_args(description, quick_help, tuned, extra=None) -> tuple:
     (args, the DS1 records to replay)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--blend", action="store_true",
+                        help="the monitor with the CNN + feature-model blend (each fold's own), not the CNN alone")
     if extra:
         extra(parser)
     parser.add_argument("--records", type=int, nargs="+", help="DS1 records to replay (default: all 22)")
@@ -205,8 +224,9 @@ def main():
     args, records = parse_args(__doc__.splitlines()[0], "ALARM_THRESHOLDS' rule beside a few others only",
                                "the VT rule is")
     t0 = time.perf_counter()
-    streams, live_alarms, episodes, flutter, hours = ds1_streams(records)
+    streams, live_alarms, episodes, flutter, hours = ds1_streams(records, args.blend)
     n_episodes = sum(map(len, episodes.values()))
+    print(f"the monitor with {'each fold CNN blended with its fold GBM (--blend)' if args.blend else 'each fold CNN alone'}")
     print(f"DS1: {len(streams)} patients, {hours:.2f} patient-hours, {sum(map(len, streams.values())):,} beats "
           f"found by the live monitor, {n_episodes} VT episodes in {sum(bool(e) for e in episodes.values())} records "
           f"({', '.join(f'{r}: {len(e)}' for r, e in episodes.items() if e)}); replayed in "

@@ -3,6 +3,7 @@
 The modules follow the data's path, and each imports only the ones above it in this list:
 
     config     paths, fast mode, output folders, seeds
+    trees      fitted tree ensembles as plain numbers (no pickle), evaluated fast
     data       MIT-BIH: locate, download, verify; the beat table and signal windows
     signals    read any WFDB record's channel, resample, refine R peaks
     images     the seed's beat images; the Kaggle MITBIH_img folder
@@ -12,6 +13,8 @@ The modules follow the data's path, and each imports only the ones above it in t
     batches    BeatSet and predict: what a model takes in and gives back
     training   the training loop and checkpoints
     metrics    per-class scores, EC57 statistics, bootstrap by patient
+    baseline   the classical feature baseline: RR and morphology features, LDA and GBM
+    blend      the CNN and the feature model's GBM combined, as classify and monitor apply it
     classify   any WFDB record, at reference or detected beats
     monitor    streaming QRS, signal quality, alarms, Monitor and Ward
 
@@ -36,6 +39,8 @@ _PUBLIC = {
     "batches": ["BeatSet", "predict"],
     "training": ["get_device", "class_weights", "fit"],
     "metrics": ["macro_f1", "per_class_scores", "EC57_LABELS", "ec57_confusion", "score", "bootstrap_by_record"],
+    "trees": ["TreeModel", "export_trees"],
+    "blend": ["FeatureBlend", "blend_path", "blend_probs"],
     "classify": ["MATCH_WINDOW_S", "match_beats", "vf_spans", "in_spans", "classify_beats", "classify_record"],
     "monitor": ["ALARM_PRIORITY", "ALARM_THRESHOLDS", "ARRHYTHMIA_ALARMS", "CRITICAL_ALARMS", "StreamingQRS",
                 "detect_beats", "block_quality", "Monitor", "Ward", "VFDetector", "detect_vf", "VT_GRACE_S",

@@ -81,6 +81,14 @@ def rr_features(samples, fs=FS) -> pd.DataFrame:
     n_long = count[idx] - count[start]
     with np.errstate(invalid="ignore", divide="ignore"):
         long = np.where(n_long > 0, (past[idx] - past[start]) / np.maximum(n_long, 1), np.nan)
+    return rr_frame(rr_prev, rr_next, local, long)
+
+
+def rr_frame(rr_prev, rr_next, rr_local, rr_long) -> pd.DataFrame:
+    """Return RR_FEATURES from each beat's intervals in seconds (NaN where unknown), the gaps filled
+    as rr_features fills them at a record's ends (rr_prev from rr_next, rr_local from rr_prev, rr_long
+    from rr_local, rr_next from rr_local); the monitor builds its beats' features here too."""
+    rr_prev, rr_next, local, long = (np.asarray(a, dtype=np.float64) for a in (rr_prev, rr_next, rr_local, rr_long))
     rr_prev = np.where(np.isnan(rr_prev), rr_next, rr_prev)
     local = np.where(np.isnan(local), rr_prev, local)
     long = np.where(np.isnan(long), local, long)
@@ -116,11 +124,27 @@ def shape_features(signal, samples, fs=FS) -> pd.DataFrame:
     """
     x = np.nan_to_num(np.asarray(signal, dtype=np.float64))
     samples = np.asarray(samples, dtype=np.int64)
-    before, after = (int(np.ceil(s * fs)) for s in FEATURE_WINDOW_S)
+    before, after = window_samples(fs)
     padded = np.pad(x, (before, after + 1), mode="edge")
-    windows = np.lib.stride_tricks.sliding_window_view(padded, before + after + 1)[samples]
+    parts = window_parts(np.lib.stride_tricks.sliding_window_view(padded, before + after + 1)[samples], fs)
+    template = causal_template(parts["wave"])
+    typical = causal_template(parts["qrs_p2p"][:, None])[:, 0]
+    return shape_from_parts(parts, template, typical)
+
+
+def window_samples(fs=FS) -> tuple:
+    """Return the samples (before, after) the R peak that a beat's feature window holds at fs."""
+    return tuple(int(np.ceil(s * fs)) for s in FEATURE_WINDOW_S)
+
+
+def window_parts(windows, fs=FS) -> dict:
+    """Return what each beat's own window (rows: window_samples(fs) around the R peak, in mV) gives
+    before the patient's template enters: the SHAPE_FEATURES that need no template, as arrays, and
+    "wave", the down-sampled beat (n, len(MORPH_TIMES)). The window's median is taken off first."""
+    windows = np.asarray(windows, dtype=np.float64)
+    before, _ = window_samples(fs)
     windows = windows - np.median(windows, axis=1, keepdims=True)
-    t = (np.arange(before + after + 1) - before) / fs
+    t = (np.arange(windows.shape[1]) - before) / fs
 
     def span(a, b):
         return (t >= a) & (t <= b)
@@ -130,20 +154,26 @@ def shape_features(signal, samples, fs=FS) -> pd.DataFrame:
     active = slope >= 0.2 * slope.max(1, keepdims=True)
     first = active.argmax(1)
     last = active.shape[1] - 1 - active[:, ::-1].argmax(1)
-    p2p = qrs.max(1) - qrs.min(1)
     tw = windows[:, span(0.15, MORPH_SPAN_S[1])]
     pw = windows[:, span(-MORPH_SPAN_S[0], -0.08)]
     # down-sampling: the mean over each MORPH_STEP_S span (an anti-alias filter and decimation in one)
     wave = np.stack([windows[:, span(c - MORPH_STEP_S / 2, c + MORPH_STEP_S / 2 - 1e-9)].mean(1)
                      for c in MORPH_TIMES], axis=1)
-    template = causal_template(wave)
-    typical = np.maximum(causal_template(p2p[:, None])[:, 0], 0.05)  # never divide by noise
+    return {"qrs_width": (last - first) / fs, "qrs_max": qrs.max(1), "qrs_min": qrs.min(1),
+            "qrs_p2p": qrs.max(1) - qrs.min(1), "qrs_energy": (qrs ** 2).sum(1) / fs, "t_max": tw.max(1),
+            "t_min": tw.min(1), "p_mean": pw.mean(1), "p_range": pw.max(1) - pw.min(1), "wave": wave}
+
+
+def shape_from_parts(parts, template, typical) -> pd.DataFrame:
+    """Return SHAPE_FEATURES, WAVE_FEATURES and DIFF_FEATURES from window_parts and each beat's
+    template (the median of its previous TEMPLATE_BEATS waves, (n, len(MORPH_TIMES))) and typical
+    QRS peak-to-peak (the median of the previous TEMPLATE_BEATS, (n,))."""
+    wave, p2p = parts["wave"], parts["qrs_p2p"]
+    typical = np.maximum(np.asarray(typical, dtype=np.float64), 0.05)  # never divide by noise
     diff = (wave - template) / typical[:, None]
     p_part, q_part = MORPH_TIMES <= -0.1, np.abs(MORPH_TIMES) <= QRS_HALF_S
     out = pd.DataFrame({
-        "qrs_width": (last - first) / fs, "qrs_max": qrs.max(1), "qrs_min": qrs.min(1), "qrs_p2p": p2p,
-        "qrs_energy": (qrs ** 2).sum(1) / fs, "t_max": tw.max(1), "t_min": tw.min(1), "p_mean": pw.mean(1),
-        "p_range": pw.max(1) - pw.min(1), "p2p/typical": p2p / typical,
+        **{k: v for k, v in parts.items() if k != "wave"}, "p2p/typical": p2p / typical,
         "corr_template": _corr(wave, template), "corr_template_qrs": _corr(wave[:, q_part], template[:, q_part]),
         "rms_diff": np.sqrt((diff ** 2).mean(1)), "rms_diff_p": np.sqrt((diff[:, p_part] ** 2).mean(1)),
         "rms_diff_qrs": np.sqrt((diff[:, q_part] ** 2).mean(1))})

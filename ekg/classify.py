@@ -1,17 +1,20 @@
 """Classify any WFDB record with a trained model, at its reference beats or at the beats the
 project's QRS detector finds, and match detections to reference beats as bxb does.
 
-The top of the offline path. Imports: data, signals, features, batches, monitor.qrs (the
-detector), NumPy, pandas, torch, wfdb.
+The top of the offline path. Imports: data, signals, features, batches, models, baseline and blend
+(the CNN + feature-model blend, when one is given), monitor.qrs (the detector), NumPy, pandas,
+torch, wfdb.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .baseline import beat_features
 from .batches import BeatSet, predict
 from .data import AAMI_MAP, BEAT_SYMBOLS, CLASSES, DataError
 from .features import beats_from_signal, patient_inputs
@@ -61,15 +64,25 @@ def in_spans(samples, spans) -> np.ndarray:
     return mask
 
 
-def classify_beats(model, signal, samples, device="cpu") -> np.ndarray:
-    """Return class probabilities (n, 5) for beats at samples of a 360-Hz channel-0-like signal."""
+def classify_beats(model, signal, samples, device="cpu", blend=None) -> np.ndarray:
+    """Return class probabilities (n, 5) for beats at samples of a 360-Hz channel-0-like signal:
+    the CNN's, or with a blend (blend.FeatureBlend) the CNN's blended with the feature model's on
+    baseline.beat_features of the same beats (which need at least two beats in increasing order;
+    otherwise the CNN's alone, with a warning)."""
     context, rr_prev, rr_next, rr_local = beats_from_signal(signal, samples)
     data = BeatSet.from_arrays(context, patient_inputs(context, rr_prev, rr_next, rr_local),
                                np.zeros(len(samples), np.int64))
-    return predict(model, data, model.meta["input"], torch.device(device))
+    probs = predict(model, data, model.meta["input"], torch.device(device))
+    if blend is None:
+        return probs
+    if len(samples) < 2 or np.any(np.diff(samples) <= 0):
+        warnings.warn(f"{len(samples)} beat(s){' not in increasing order' if len(samples) >= 2 else ''}: "
+                      "no RR intervals for the feature model, so the CNN alone classifies them", stacklevel=2)
+        return probs
+    return blend.probs(probs, beat_features(signal, samples, model.meta["fs"]))
 
 
-def classify_record(record_path, model, beats="reference", channel=None, annotator="atr") -> pd.DataFrame:
+def classify_record(record_path, model, beats="reference", channel=None, annotator="atr", blend=None) -> pd.DataFrame:
     """Classify every beat of a WFDB record with a loaded model; return one row per beat.
 
     beats="reference": at the annotated beat positions; beats="detect": at the beats
@@ -80,12 +93,16 @@ def classify_record(record_path, model, beats="reference", channel=None, annotat
     beats within 150 ms as bxb does; a detection with no reference beat has
     aami_true "O", a reference beat with no detection has aami_pred "O", and a
     detection inside reference-marked ventricular flutter has aami_true "*" (bxb
-    does not count those).
+    does not count those). blend: a blend.FeatureBlend chosen with this model (the
+    recommended one: blend.FeatureBlend.load()); its probabilities and decision
+    thresholds replace the CNN's.
     """
     import wfdb
 
     if beats not in ("reference", "detect"):
         raise ValueError(f"beats must be 'reference' or 'detect', not {beats!r}")
+    if blend is not None:
+        blend.check(model)
     signal, fs, _ = read_signal(record_path, channel)
     model_fs = model.meta["fs"]
     x = resample(signal, fs, model_fs)
@@ -102,9 +119,11 @@ def classify_record(record_path, model, beats="reference", channel=None, annotat
     else:
         positions = np.round(detect_beats(x, model_fs) * fs / model_fs).astype(int)
     at_model_rate = np.clip(np.round(positions * model_fs / fs).astype(int), 0, len(x) - 1)
-    probs = classify_beats(model, x, at_model_rate) if len(positions) else np.zeros((0, len(CLASSES)))
+    probs = classify_beats(model, x, at_model_rate, blend=blend) if len(positions) else np.zeros((0, len(CLASSES)))
+    blended = blend is not None and len(positions) >= 2 and np.all(np.diff(at_model_rate) > 0)
     out = pd.DataFrame({"sample": positions, "time": positions / fs,
-                        "aami_pred": np.asarray(CLASSES)[decide(probs, model.meta)] if len(probs) else []})
+                        "aami_pred": np.asarray(CLASSES)[decide(probs, blend.meta if blended else model.meta)]
+                        if len(probs) else []})
     for i, c in enumerate(CLASSES):
         out[f"p_{c}"] = probs[:, i]
     if ref is None:

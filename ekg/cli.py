@@ -1,9 +1,9 @@
 """The command line: `python -m ekg COMMAND` (or the `ekg` console script).
 
-    ekg classify RECORD [--model PATH] [--beats reference|detect] [--out DIR]
+    ekg classify RECORD [--model PATH] [--blend PATH|none] [--beats reference|detect] [--out DIR]
         beat labels as a WFDB annotation file (OUT/NAME.ekg, read by bxb, rdann, WAVE and
         wfdb.plot_wfdb) and as CSV (OUT/NAME.ekg.csv)
-    ekg monitor RECORD [--speed X] [--seconds N]
+    ekg monitor RECORD [--speed X] [--seconds N] [--blend recommended|PATH]
         the record replayed through the bedside Monitor at X times real time, one JSON line per
         beat, alarm and signal-quality event, then a JSON summary line
     ekg export [--notebooks DIR] [--out DIR]
@@ -12,7 +12,11 @@
 RECORD is a WFDB record path without extension (data/mitdb/100), as wfdb and the WFDB tools take
 it; RECORD.hea is accepted too. Errors (a missing record, annotation or model file) print one
 line naming the problem and exit with status 1; bad signal (NaN or flat stretches, no beats)
-gives warnings and a result, never a crash.
+gives warnings and a result, never a crash. With the recommended model (no --model), classify
+applies the recommended blend (models/recommended_blend.json.gz: V from the feature model,
+ekg.blend) unless --blend none; monitor runs the model alone, as the bedside monitor ships (on DS1
+with electrode-motion noise the blend raised far more false VT alarms: README), unless --blend
+recommended or --blend PATH; a blend must have been chosen with the model it is given with.
 
 The top of the package: imports classify, models, signals, monitor and export, each inside the
 command that needs it, so `ekg --help` starts fast.
@@ -98,6 +102,31 @@ def load_model_file(path):
         raise CliError(f"{path} cannot be used: {type(err).__name__}: {err}") from None
 
 
+def load_blend_file(args, model, by_default):
+    """Return the blend.FeatureBlend the command applies, or None: --blend none, --blend recommended,
+    a --blend PATH, or without --blend the recommended blend if by_default and the model is the
+    recommended one (not a --model of the user's); raise CliError for a missing or unreadable file,
+    or a blend chosen with another model."""
+    from .blend import FeatureBlend, blend_path
+
+    choice = args.blend if args.blend is not None else ("recommended" if by_default and args.model is None else "none")
+    if choice == "none":
+        return None
+    path = blend_path() if choice == "recommended" else Path(choice)
+    if not path.is_file():
+        raise CliError(f"blend file {str(path)!r} not found (the default is models/recommended_blend.json.gz; "
+                       "--blend none classifies with the model alone)")
+    try:
+        blend = FeatureBlend.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CliError(f"{path} is not a blend file written by ekg ({type(err).__name__}: {err})") from None
+    try:
+        blend.check(model)
+    except ValueError as err:
+        raise CliError(f"{path}: {err}; --blend none classifies with the model alone") from None
+    return blend
+
+
 def read(record, channel):
     """read_signal, with a CliError naming the record when wfdb cannot read it or has no such channel."""
     from .signals import read_signal
@@ -174,9 +203,10 @@ def classify(args) -> int:
         raise CliError(f"{annotation} not found: record {record.name} has no reference beats to classify; "
                        f"run with --beats detect to classify the beats the QRS detector finds")
     model = load_model_file(args.model)
+    blend = load_blend_file(args, model, by_default=True)
     signal, fs, channel = read(record, args.channel)
     _info(args, f"record {record.name}: {len(signal) / fs / 60:.1f} min at {fs:g} Hz, channel {channel}, "
-                f"{args.beats} beats")
+                f"{args.beats} beats, {'the model blended with the feature model' if blend else 'the model alone'}")
     problems = signal_problems(signal, fs)
     if problems:
         _warn(f"record {record.name}: bad signal for " + ", ".join(f"{s:.0f} s {kind}" for kind, s in problems.items())
@@ -188,7 +218,7 @@ def classify(args) -> int:
     with tqdm(total=total, unit="beat", desc=f"classifying {record.name}", delay=1.0, file=sys.stderr,
               disable=args.quiet) as bar:
         table = classify_record(record, _CountingModel(model, bar), beats=args.beats, channel=args.channel,
-                                annotator=args.annotator)
+                                annotator=args.annotator, blend=blend)
     found = table[table["aami_pred"].isin(CLASSES)]  # not the reference beats the detector missed ("O")
     if len(found) == 0:
         _warn(f"record {record.name}: no beats found; the annotation file is empty")
@@ -229,13 +259,14 @@ def monitor(args) -> int:
     from .monitor import Monitor
     record = record_path(args.record)
     model = load_model_file(args.model)
+    blend = load_blend_file(args, model, by_default=False)
     signal, fs, channel = read(record, args.channel)
     if args.seconds is not None:
         signal = signal[:max(int(round(args.seconds * fs)), 0)]
     live = args.speed > 0 and math.isfinite(args.speed)
     _info(args, f"record {record.name}: replaying {len(signal) / fs:.1f} s at {fs:g} Hz, channel {channel}, "
                 + (f"{args.speed:g}x real time" if live else "as fast as possible"))
-    mon = Monitor(model, fs)
+    mon = Monitor(model, fs, blend=blend)
     chunk = max(int(round(args.chunk * fs)), 1)
     beats = dict.fromkeys(CLASSES, 0)
     alarms, quality = {}, {}
@@ -298,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("record", metavar="RECORD", help="WFDB record path without extension, e.g. data/mitdb/100")
             sub.add_argument("--model", metavar="PATH", default=None,
                              help="model file from ekg.models.save_model (default: models/recommended.pt)")
+            sub.add_argument("--blend", metavar="PATH", default=None,
+                             help="a CNN + feature-model blend file chosen with the model, 'recommended' "
+                                  "(models/recommended_blend.json.gz) or 'none' (default: classify the recommended "
+                                  "blend with the recommended model; monitor none)")
             sub.add_argument("--channel", default=None, type=lambda text: int(text) if text.isdigit() else text,
                              help="signal name or index to use (default: the first channel)")
         sub.add_argument("-q", "--quiet", action="store_true", help="no progress or status lines on stderr")

@@ -13,7 +13,7 @@ nested_out_of_fold shows how much choosing on the same predictions flatters.
 Also the feature baseline as another recorder gives the signal (features.RECORDERS, e.g. via128):
 recorder_features, and the GBM's out-of-fold predictions at several recorders from one fit per
 fold (gbm_out_of_fold), for the robustness check at 128 Hz.
-Imports: baseline, cv, data, features; NumPy and pandas (tqdm inside).
+Imports: baseline, blend (blend_probs: the one blending rule, shared with the live path; FeatureBlend), cv, data, features, trees; NumPy and pandas (tqdm inside).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import baseline, cv
+from .blend import blend_probs, weight_vector
 from .data import CLASSES, FS, _records_arg, load_beats
 from .features import RECORDERS, recorder_signal
 
@@ -40,38 +41,6 @@ FAMILIES = ("one weight", "V", "S and V", "S and rest")
 BLEND_FAMILY = "V"
 #: Columns two out-of-fold tables must agree on, row by row, to be blended.
 KEY_COLUMNS = ["record", "sample", "aami_true"]
-
-
-def _weight_vector(weights) -> np.ndarray:
-    """The GBM's share per class in CLASSES order from a float (every class) or {class: share}."""
-    if isinstance(weights, dict):
-        unknown = set(weights) - set(CLASSES)
-        if unknown:
-            raise ValueError(f"weights for unknown classes {sorted(unknown)}; classes are {CLASSES}")
-        w = np.array([float(weights.get(c, 0.0)) for c in CLASSES])
-    else:
-        w = np.full(len(CLASSES), float(weights))
-    if not np.all((w >= 0) & (w <= 1)):
-        raise ValueError(f"blend weights must lie in [0, 1], got {weights}")
-    return w
-
-
-def blend_probs(cnn_probs, gbm_probs, weights) -> np.ndarray:
-    """Return blended class probabilities (n, 5), CLASSES order, each row summing to 1.
-
-    weights: the GBM's share, a float for every class or {class: share} (classes left out get 0,
-    the CNN's probability). p_c = (1 - w_c) * cnn_c + w_c * gbm_c, then each row is divided by
-    its sum (with per-class weights the rows no longer sum to 1 on their own).
-    """
-    cnn_probs = np.asarray(cnn_probs, dtype=np.float64)
-    gbm_probs = np.asarray(gbm_probs, dtype=np.float64)
-    if cnn_probs.shape != gbm_probs.shape or cnn_probs.ndim != 2 or cnn_probs.shape[1] != len(CLASSES):
-        raise ValueError(f"probabilities must both have shape (n, {len(CLASSES)}); got {cnn_probs.shape} "
-                         f"and {gbm_probs.shape}")
-    w = _weight_vector(weights)
-    mixed = (1 - w) * cnn_probs + w * gbm_probs
-    total = mixed.sum(1, keepdims=True)
-    return mixed / np.where(total > 0, total, 1.0)
 
 
 def check_aligned(cnn_table, gbm_table) -> None:
@@ -224,3 +193,33 @@ def gbm_out_of_fold(records=None, recorders=("native", "via128"), weight_power=b
             probs = baseline.predict_proba(model, recorder_features(held, r))
             parts[r].append(cv.classified_frame(beats, probs, fold=f))
     return {r: pd.concat(p, ignore_index=True) for r, p in parts.items()}
+
+
+def fitted_blend(train_records, weights, thresholds, model=None, **info):
+    """Return a blend.FeatureBlend: the feature baseline's GBM fitted on the reference beats of
+    train_records (baseline.fit_model("gbm", ...)), with the blend's weights and decision
+    thresholds (choose_blend's) and the CNN they go with (model, for its fingerprint). The fitted
+    trees are cached (CACHE_DIR/gbm_trees/, keyed by the records, the features and the GBM's
+    settings), so the monitor's fold replays fit each fold's GBM once. DS2 records raise."""
+    import hashlib
+    import json
+
+    from . import config
+    from .blend import FeatureBlend
+    from .data import DS2
+    from .trees import export_trees, read_spec, write_spec
+
+    train_records = sorted(int(r) for r in train_records)
+    if set(train_records) & set(DS2):
+        raise ValueError(f"the blend's GBM is fitted on DS1 patients only, not on DS2 {sorted(set(train_records) & set(DS2))}")
+    settings = {"records": train_records, "features": baseline.FEATURES, "power": baseline.GBM_WEIGHT_POWER,
+                "params": repr(sorted(baseline.make_model("gbm").get_params().items()))}
+    key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
+    path = config.CACHE_DIR / "gbm_trees" / f"{key}.json.gz"
+    if path.is_file():
+        spec = read_spec(path)
+    else:
+        spec = export_trees(baseline.fit_model("gbm", train_records), baseline.FEATURES, fitted_on=train_records)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_spec(spec, path.with_suffix(".tmp.gz")).replace(path)
+    return FeatureBlend.from_spec(spec, weights, thresholds, model, **info)

@@ -150,6 +150,19 @@ def load_model(path, device="cpu"):
     return model.to(device).eval()
 
 
+def fingerprint(model) -> str:
+    """Return a short SHA-256 of a model's weights (names, shapes and values): what a blend file
+    (ekg.blend) records of the CNN it was chosen with, so it is never paired with another."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def model_path(name) -> Path:
     """Return models/NAME.pt under the output root, or the committed one in the repository."""
     for base in (config.OUTPUT_ROOT, config.ROOT):

@@ -93,3 +93,21 @@ def test_gate_features_of_a_repeated_beat():
                                                     "QRS roughness", "distance from the template")]
     assert np.allclose(noise_gate.detection_features(10 * noisy, rhythm)[:, shape],
                        noise_gate.detection_features(noisy, rhythm)[:, shape], rtol=1e-4, atol=1e-5)
+
+
+def test_the_vt_tuning_gives_each_fold_a_blend_fitted_without_its_patients():
+    tune_vt = pytest.importorskip("tune_vt_ds1")
+    from ekg.blend import FeatureBlend
+    from ekg.cv import cv_records
+    from ekg.models import fingerprint
+
+    assert all(f[3] is None for f in tune_vt.fold_models([106]))  # the CNN alone, as the monitor ships
+    (model, held, _, blend), = tune_vt.fold_models([106], with_blend=True)
+    assert held == [106]
+    trained = set(blend.spec["fitted_on"])
+    every = {int(r) for r in model.meta["held_out"]}
+    assert 106 in every and not trained & every  # none of the fold's held-out patients in its GBM
+    assert trained == set(cv_records()) - every  # the fold's training patients, all of them (fast mode: a few)
+    shipped = FeatureBlend.load()
+    assert blend.weights == shipped.weights and blend.meta["thresholds"] == shipped.meta["thresholds"]
+    assert blend.meta["cnn"] == fingerprint(model)  # goes with the fold's CNN, not the recommended one

@@ -11,6 +11,7 @@ import torch
 import wfdb
 
 from ekg import cli
+from ekg.blend import FeatureBlend
 from ekg.classify import classify_record
 from ekg.config import ROOT
 from ekg.data import AAMI_MAP, CLASSES, find_data_dir
@@ -61,11 +62,15 @@ def test_every_class_symbol_reads_back_as_its_class():
         assert AAMI_MAP[symbol] == cls
 
 
-@pytest.mark.parametrize("beats", ["reference", "detect"])
-def test_classify_writes_what_classify_record_finds(model, records, tmp_path, capsys, beats):
-    status, _, err = run(capsys, "classify", records["clean"], "--beats", beats, "--out", tmp_path)
+@pytest.mark.parametrize("beats, blend", [("reference", "default"), ("detect", "default"), ("reference", "none")])
+def test_classify_writes_what_classify_record_finds(model, records, tmp_path, capsys, beats, blend):
+    # by default the recommended model with the recommended blend; --blend none: the model alone
+    status, _, err = run(capsys, "classify", records["clean"], "--beats", beats, "--out", tmp_path,
+                         *(["--blend", "none"] if blend == "none" else []))
     assert status == 0, err
-    expected = classify_record(records["clean"], model, beats=beats)
+    assert ("blended with the feature model" in err) == (blend == "default")
+    expected = classify_record(records["clean"], model, beats=beats,
+                               blend=FeatureBlend.load() if blend == "default" else None)
     found = expected[expected["aami_pred"].isin(CLASSES)]
     ann = wfdb.rdann(str(tmp_path / "r119"), "ekg")
     assert ann.fs == 360
@@ -108,6 +113,15 @@ def test_classify_errors_name_the_problem(records, tmp_path, capsys):
     assert run(capsys, "classify", no_atr, "--beats", "detect", "--out", tmp_path, "-q")[0] == 0
     status, _, err = run(capsys, "classify", records["clean"], "--channel", "V9")
     assert status == 1 and "no channel 'V9'" in err
+    status, _, err = run(capsys, "classify", records["clean"], "--blend", tmp_path / "none.json.gz")
+    assert status == 1 and "blend file" in err and "not found" in err
+    (tmp_path / "bad.json").write_text("{}")
+    status, _, err = run(capsys, "classify", records["clean"], "--blend", tmp_path / "bad.json")
+    assert status == 1 and "not a blend file" in err
+    # the recommended blend with another model: refused, it was chosen with the recommended one
+    status, _, err = run(capsys, "classify", records["clean"], "--model", ROOT / "models" / "signal_cnn_seed.pt",
+                         "--blend", ROOT / "models" / "recommended_blend.json.gz")
+    assert status == 1 and "chosen with the CNN" in err
 
 
 def bad_model_files(folder):
@@ -137,7 +151,7 @@ def test_monitor_prints_the_monitors_events_as_json_lines(model, records, capsys
     *events, summary = lines
     signal, fs, _ = read_signal(records["clean"])
     signal = signal[:int(120 * fs)]
-    monitor, expected = Monitor(model, fs), []
+    monitor, expected = Monitor(model, fs), []  # the model alone, as the bedside monitor ships
     for i in range(0, len(signal), int(fs)):
         expected += monitor.push(signal[i:i + int(fs)])
     assert [(e["type"], e["time"], e.get("class"), e.get("kind")) for e in events] == \
@@ -187,3 +201,19 @@ def test_console_script_and_module_entry_points():
     done = subprocess.run([sys.executable, "-m", "ekg", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and all(c in done.stdout for c in ("classify", "monitor", "export"))
     assert subprocess.run([sys.executable, "-m", "ekg"], capture_output=True, cwd=ROOT).returncode == 2
+
+
+def test_monitor_takes_the_recommended_blend_when_asked(model, records, capsys):
+    status, out, _ = run(capsys, "monitor", records["clean"], "--speed", "0", "--chunk", "1", "--seconds", "40",
+                         "--blend", "recommended")
+    assert status == 0
+    events = [json.loads(line) for line in out.splitlines()][:-1]
+    signal, fs, _ = read_signal(records["clean"])
+    signal = signal[:int(40 * fs)]
+    with_blend, alone = Monitor(model, fs, blend=FeatureBlend.load()), Monitor(model, fs)
+    expected = [e for i in range(0, len(signal), int(fs)) for e in with_blend.push(signal[i:i + int(fs)])]
+    plain = [e for i in range(0, len(signal), int(fs)) for e in alone.push(signal[i:i + int(fs)])]
+    beats = [e for e in events if e["type"] == "beat"]
+    np.testing.assert_allclose([list(e["probabilities"].values()) for e in beats],
+                               [list(e["probabilities"].values()) for e in expected if e["type"] == "beat"], atol=1e-6)
+    assert [e["probabilities"]["V"] for e in beats] != [e["probabilities"]["V"] for e in plain if e["type"] == "beat"]

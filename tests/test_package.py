@@ -14,6 +14,8 @@ PACKAGE = ROOT / "ekg"
 #: What each module may import from the package: the one-way flow drawn in the README.
 ALLOWED = {
     "config": set(),
+    # fitted tree ensembles as plain numbers (the VF detector's, the feature baseline's GBM)
+    "trees": set(),
     "data": {"config"},
     "signals": {"data"},
     "images": {"config", "data"},
@@ -23,24 +25,26 @@ ALLOWED = {
     "batches": {"data", "features", "images"},
     "training": {"config", "data", "batches", "metrics", "models"},
     "metrics": {"data"},
-    "classify": {"data", "signals", "features", "batches", "models", "monitor.qrs"},
+    "classify": {"baseline", "blend", "data", "signals", "features", "batches", "models", "monitor.qrs"},
     "monitor.alarms": set(),
     "monitor.quality": {"data", "monitor.alarms"},
     "monitor.qrs": {"data", "signals"},
-    "monitor.vf": {"signals"},
-    "monitor.stream": {"data", "features", "batches", "models", "monitor.alarms", "monitor.qrs",
+    "monitor.vf": {"signals", "trees"},
+    "monitor.stream": {"baseline", "blend", "data", "features", "batches", "models", "monitor.alarms", "monitor.qrs",
                        "monitor.quality", "monitor.vf"},
     # offline tools on top of the live path: the noise stress test and the VF detector's fitting
     "monitor.nst": {"data", "monitor.stream"},
-    "monitor.vf_fit": {"config", "data", "signals", "monitor.nst", "monitor.vf"},
+    "monitor.vf_fit": {"config", "data", "signals", "monitor.nst", "monitor.vf", "trees"},
     # cross-validation over DS1 and the classical feature baseline
     "cv": {"config", "data", "metrics", "models"},
     "baseline": {"config", "data", "signals"},
+    # the CNN and the feature baseline's GBM combined, as classify_record and the monitor apply it
+    "blend": {"baseline", "config", "data", "models", "trees"},
     # the CNN and the feature baseline combined, chosen on the same folds
-    "ensemble": {"baseline", "config", "cv", "data", "features"},
+    "ensemble": {"baseline", "blend", "config", "cv", "data", "features", "trees"},
     # the command line and the report export sit on top of everything
     "export": {"config"},
-    "cli": {"classify", "config", "data", "export", "models", "monitor.quality", "signals"},
+    "cli": {"blend", "classify", "config", "data", "export", "models", "monitor.quality", "signals"},
     "__main__": {"cli"},
 }
 

@@ -2,14 +2,18 @@
 to beat, alarm and signal-quality events.
 
 The top of the live path. Imports: data, features, batches (inputs and predict, not the
-training loop), monitor.qrs, monitor.quality, monitor.alarms, monitor.vf, NumPy, torch.
+training loop), models, baseline and blend (the feature model's inputs and the blend, when the
+monitor is given one), monitor.qrs, monitor.quality, monitor.alarms, monitor.vf, NumPy, torch.
 Never torchvision, matplotlib or the notebooks' utils.
 """
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import torch
 
+from .. import baseline
 from ..batches import BeatSet, predict
 from ..data import CLASSES, CONTEXT
 from ..features import LOCAL_BEATS, LONG_BEATS, TEMPLATE_BEATS, _inputs_from_parts, beat_parts
@@ -43,7 +47,12 @@ class Monitor(AlarmRules):
     it: a model with rr_next_cap_s sees the next RR interval only up to that cap,
     so its beats wait at most the cap plus the detector's decision time (otherwise
     2 s, then classified as if the next RR were usual). Memory is bounded: a few seconds of
-    signal, the last 32 beats and the last 256 RR intervals. The rhythm rules get each beat's class,
+    signal, the last 32 beats and the last 256 RR intervals (with a blend, also the RR intervals of the
+    last baseline.LONG_WINDOW_S seconds). With a blend (blend.FeatureBlend, chosen with this model),
+    each beat's probabilities are the CNN's blended with the feature model's on the beat's
+    baseline.FEATURES, computed from the same signal and the patient's own past beats as offline
+    (the interval to the next beat as the CNN sees it, up to its cap), and the blend's decision
+    thresholds replace the model's. The rhythm rules get each beat's class,
     RR interval and p(V): a VT alarm needs its last beats to be V beats the model is fairly sure of,
     optionally at a regular rate (alarms.ALARM_THRESHOLDS, vt_min_p_v and vt_max_rr_spread). Arrhythmia alarms are suppressed
     while the signal quality is bad, except ventricular fibrillation: a VFDetector (monitor.vf)
@@ -57,13 +66,20 @@ class Monitor(AlarmRules):
     # at about 8 bpm; slower than that is asystole, alarmed long before
     MAX_LOOKBACK_S = 12.0
 
-    def __init__(self, model, fs, thresholds=None, adc_limits=None, device="cpu", adc_gain=None, adc_baseline=0):
+    def __init__(self, model, fs, thresholds=None, adc_limits=None, device="cpu", adc_gain=None, adc_baseline=0,
+                 blend=None):
         """adc_gain, adc_baseline: for input in converter counts, the counts per mV and the count at
         0 mV (a WFDB header's gain and baseline); every sample is then converted to mV. Without
         adc_gain the input must be floats in mV: integer samples are refused, never taken as mV.
-        adc_limits: the converter's lowest and highest value, in the input's units."""
+        adc_limits: the converter's lowest and highest value, in the input's units.
+        blend: a blend.FeatureBlend chosen with this model (FeatureBlend.load() for the recommended one)."""
         if not fs or fs <= 0:
             raise ValueError(f"sampling rate must be positive, not {fs!r}")
+        if blend is not None:
+            blend.check(model)
+        self.blend = blend
+        # the class decision: the blend's thresholds with a blend, the model's without
+        self.decision_meta = blend.meta if blend is not None else model.meta
         if adc_gain is not None and not adc_gain > 0:
             raise ValueError(f"adc_gain (counts per mV) must be positive, not {adc_gain!r}")
         self.adc_gain, self.adc_baseline = adc_gain, adc_baseline
@@ -90,6 +106,10 @@ class Monitor(AlarmRules):
         self.rr = []  # RR intervals (s) of the last LONG_BEATS beats: the local and the long mean
         self.last_rr_prev = np.nan  # the previous beat's RR interval before it
         self.recent = []  # (time, class, rr_prev, p(V), similarity) of the last beats, for rhythm alarms
+        # the blend's feature model: the last beats' down-sampled waves and QRS peak-to-peaks (its
+        # template and typical amplitude), and the RR intervals of the last LONG_WINDOW_S seconds
+        self.waves, self.p2ps = [], []
+        self.rr_window, self.rr_window_sum = deque(), 0.0
         self.active = set()  # alarms currently on
         self.announced = {}  # when each kind of alarm was last announced
 
@@ -143,7 +163,7 @@ class Monitor(AlarmRules):
         """Beat events and rhythm alarms for classified beats, then the alarms for missing beats."""
         events = []
         if batch:
-            for r, p, prev, k, similar in zip(batch["peaks"], probs, batch["rr_prev"], decide(probs, self.model.meta),
+            for r, p, prev, k, similar in zip(batch["peaks"], probs, batch["rr_prev"], decide(probs, self.decision_meta),
                                               batch["similarity"]):
                 t = r / self.model_fs
                 cls = CLASSES[int(k)]
@@ -196,7 +216,7 @@ class Monitor(AlarmRules):
         if not ready:
             self._trim(keep)
             return None
-        contexts, rr_prev, rr_next, rr_local, rr_long, rr_before, rr_spread = [], [], [], [], [], [], []
+        contexts, rr_prev, rr_next, rr_local, rr_long, rr_before, rr_spread, rr_long_s = [], [], [], [], [], [], [], []
         for r, nxt in ready:
             lo = r - CONTEXT[0] - self.buffer_start
             window = self.buffer[max(lo, 0):max(lo + CONTEXT[0] + CONTEXT[1], 0)]
@@ -222,6 +242,16 @@ class Monitor(AlarmRules):
             rr_spread.append(np.std(self.rr[-LOCAL_BEATS:]) if self.rr else np.nan)
             # no next beat by now: with a capped model the RR is at least the cap, which is all it sees
             rr_next.append((nxt - r) / self.model_fs if nxt is not None else (cap or np.nan))
+            if self.blend is not None:
+                # baseline.rr_features' long-term rhythm: the mean of the intervals that ended in the last
+                # LONG_WINDOW_S seconds before this beat (its own left out)
+                t = r / self.model_fs
+                while self.rr_window and self.rr_window[0][0] < t - baseline.LONG_WINDOW_S:
+                    self.rr_window_sum -= self.rr_window.popleft()[1]
+                rr_long_s.append(self.rr_window_sum / len(self.rr_window) if self.rr_window else np.nan)
+                if not np.isnan(prev):
+                    self.rr_window.append((t, prev))
+                    self.rr_window_sum += prev
             if not np.isnan(prev):
                 self.rr = (self.rr + [prev])[-LONG_BEATS:]
             self.last_r, self.last_rr_prev = r, prev
@@ -229,7 +259,7 @@ class Monitor(AlarmRules):
         self._trim(keep)
         return {"peaks": [r for r, _ in ready], "context": contexts, "rr_prev": rr_prev, "rr_next": rr_next,
                 "rr_local": rr_local, "rr_long": rr_long, "rr_before": rr_before, "rr_spread": rr_spread,
-                "now": now}
+                "rr_long_s": rr_long_s, "now": now}
 
     def _keep(self) -> int:
         """Return how many of the latest samples the buffer must hold: a beat's context and 3 s, or,
@@ -260,11 +290,14 @@ class Ward:
     returns {patient: events}, the same events each Monitor.push would return.
     """
 
-    def __init__(self, model, device="cpu"):
-        self.model, self.device, self.monitors = model, device, {}
+    def __init__(self, model, device="cpu", blend=None):
+        """blend: a blend.FeatureBlend chosen with model, given to every patient's Monitor."""
+        if blend is not None:
+            blend.check(model)
+        self.model, self.device, self.blend, self.monitors = model, device, blend, {}
 
     def add(self, patient, fs, **kwargs) -> Monitor:
-        self.monitors[patient] = Monitor(self.model, fs, device=self.device, **kwargs)
+        self.monitors[patient] = Monitor(self.model, fs, device=self.device, blend=self.blend, **kwargs)
         return self.monitors[patient]
 
     def push(self, chunks) -> dict:
@@ -306,6 +339,12 @@ def _push_many(monitors, chunks) -> list:
         model = monitors[ready[0]].model
         data = BeatSet.from_arrays(contexts, inputs, np.zeros(len(contexts), np.int64))
         out = predict(model, data, model.meta["input"], monitors[ready[0]].device)
+        blended = [k for k, i in enumerate(ready) if monitors[i].blend is not None]
+        if blended:  # one feature model call for all the monitors with a blend (a ward shares one)
+            rows = np.split(np.arange(len(out)), np.cumsum([len(batches[i]["context"]) for i in ready])[:-1])
+            at = np.concatenate([rows[k] for k in blended])
+            features = _blend_features([monitors[ready[k]] for k in blended], [batches[ready[k]] for k in blended])
+            out[at] = monitors[ready[blended[0]]].blend.probs(out[at], features)
         for i, p in zip(ready, np.split(out, np.cumsum([len(batches[i]["context"]) for i in ready])[:-1])):
             probs[i] = p
     return [events + m._vf_alarms(w) + m._finish(b, p)
@@ -348,18 +387,47 @@ def _ward_inputs(monitors, batches) -> dict:
                               rr["rr_long"], rr["rr_before"], rr["rr_spread"])
 
 
-def replay(model, signals, chunk_s=1.0, progress=None) -> dict:
+def _blend_features(monitors, batches):
+    """baseline.FEATURES of the ready beats of several monitors at once, each beat's template and
+    typical amplitude from its own patient's previous beats (kept by its monitor); the numbers
+    baseline.beat_features gives offline for the same beats of the same signal."""
+    contexts = np.concatenate([b["context"] for b in batches]).astype(np.float64)
+    before, after = baseline.window_samples(monitors[0].model_fs)
+    parts = baseline.window_parts(contexts[:, CONTEXT[0] - before:CONTEXT[0] + after + 1], monitors[0].model_fs)
+    template_rows, typical_rows, row = [], [], 0
+    for m, b in zip(monitors, batches):
+        n = len(b["context"])
+        waves, p2ps = m.waves + list(parts["wave"][row:row + n]), m.p2ps + list(parts["qrs_p2p"][row:row + n])
+        for j in range(len(m.waves), len(waves)):
+            # baseline.causal_template's rule: the previous TEMPLATE_BEATS beats, the stream's first
+            # beat standing in for those before it
+            past = [max(k, 0) for k in range(j - baseline.TEMPLATE_BEATS, j)]
+            template_rows += [waves[k] for k in past]
+            typical_rows += [p2ps[k] for k in past]
+        m.waves, m.p2ps = waves[-baseline.TEMPLATE_BEATS:], p2ps[-baseline.TEMPLATE_BEATS:]
+        row += n
+    template = np.median(np.stack(template_rows).reshape(len(contexts), baseline.TEMPLATE_BEATS, -1), axis=1)
+    typical = np.median(np.asarray(typical_rows).reshape(len(contexts), baseline.TEMPLATE_BEATS), axis=1)
+    shape = baseline.shape_from_parts(parts, template, typical)
+    rr = {k: np.concatenate([np.asarray(b[k], dtype=np.float64) for b in batches])
+          for k in ("rr_prev", "rr_next", "rr_local", "rr_long_s")}
+    rhythm = baseline.rr_frame(rr["rr_prev"], rr["rr_next"], rr["rr_local"], rr["rr_long_s"])
+    return np.concatenate([rhythm.to_numpy(), shape[baseline.FEATURES[len(baseline.RR_FEATURES):]].to_numpy()], axis=1)
+
+
+def replay(model, signals, chunk_s=1.0, progress=None, blend=None) -> dict:
     """Stream recordings through one Ward (each its own Monitor) in chunk_s pieces, as live feeds
     arrive; return {name: events}, each event as Monitor.push returns it. signals: {name: (signal, fs)}.
 
     Every monitor gives the events it would give alone (Monitor.push and Ward.push share
     _push_many); what the ward adds is speed: streams go through its batched filters and model
     together, so 22 half-hour records replay in about a minute instead of half an hour one by one.
-    progress: an optional wrapper for the steps (for example tqdm).
+    progress: an optional wrapper for the steps (for example tqdm). blend: a blend.FeatureBlend for
+    every monitor (Monitor's blend).
     """
     if not signals:
         return {}
-    ward = Ward(model)
+    ward = Ward(model, blend=blend)
     for name, (_, fs) in signals.items():
         ward.add(name, fs)
     events = {name: [] for name in signals}

@@ -39,7 +39,7 @@ Defined outcomes for bad input (each tested in tests/test_monitor_vf.py):
   already resampled to one fixed rate (the model's, 360 Hz; the detector keeps every third sample),
   whatever the stream's rate (125-500 Hz tested); detect_vf resamples a recording with scipy.
 
-Imports: NumPy and SciPy (the live path); signals (detect_vf's resampling, offline).
+Imports: NumPy and SciPy (the live path), trees (the tree ensemble's evaluation); signals (detect_vf's resampling, offline).
 """
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from .. import trees
 
 #: The detector's settings: window and step in seconds, band in Hz, threshold on the VF probability.
 VF_SETTINGS = {
@@ -154,27 +156,14 @@ def vf_features(band, fs) -> np.ndarray:
                      periodicity, log_ptp, vf_band, low_band, amp_cv, amp_range, zc_ratio], axis=1)
 
 
-class TreeModel:
-    """A gradient-boosted tree ensemble stored as plain numbers (see vf_fit.export_trees), evaluated
-    with NumPy: all trees step down one level at a time for all windows at once."""
+class TreeModel(trees.TreeModel):
+    """The VF detector's gradient-boosted trees (trees.TreeModel, written by vf_fit.export_trees),
+    refused when they were fitted on other features than the detector computes."""
 
     def __init__(self, spec):
         if list(spec["features"]) != FEATURES:
             raise ValueError(f"VF model was fitted on features {spec['features']}, the detector computes {FEATURES}")
-        trees = spec["trees"]
-        size = max(len(t["feature"]) for t in trees)
-
-        def table(key, fill, dtype):
-            out = np.full((len(trees), size), fill, dtype=dtype)
-            for i, t in enumerate(trees):
-                out[i, :len(t[key])] = t[key]
-            return out
-
-        self.feature, self.threshold = table("feature", 0, np.int64), table("threshold", 0.0, np.float64)
-        self.left, self.right = table("left", 0, np.int64), table("right", 0, np.int64)
-        self.leaf, self.value = table("leaf", 1, bool), table("value", 0.0, np.float64)
-        self.baseline = float(spec["baseline"])
-        self.spec = spec
+        super().__init__(spec)
 
     @classmethod
     def load(cls, path=MODEL_PATH) -> "TreeModel":
@@ -182,21 +171,6 @@ class TreeModel:
         if not path.is_file():
             raise FileNotFoundError(f"VF model {path} not found: write it with `python -m ekg.monitor.vf_fit`")
         return cls(json.loads(path.read_text()))
-
-    def probability(self, features) -> np.ndarray:
-        """Return the VF probability of each row of features."""
-        x = np.asarray(features, dtype=np.float64)
-        trees = np.arange(self.feature.shape[0])[None, :]
-        node = np.zeros((len(x), self.feature.shape[0]), np.int64)
-        rows = np.arange(len(x))[:, None]
-        for _ in range(self.feature.shape[1]):
-            inner = ~self.leaf[trees, node]
-            if not inner.any():
-                break
-            go_left = x[rows, self.feature[trees, node]] <= self.threshold[trees, node]
-            node = np.where(inner, np.where(go_left, self.left[trees, node], self.right[trees, node]), node)
-        raw = self.baseline + self.value[trees, node].sum(axis=1)
-        return 1 / (1 + np.exp(-raw))
 
 
 _DEFAULT_MODEL = None

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import config
+from .. import config, trees
 from ..data import DS1, FS, RECORDS, find_data_dir
 from ..signals import read_signal, resample
 from . import nst
@@ -215,17 +215,11 @@ def fit(table, features=FEATURES, weights=None, params=None) -> dict:
 
 
 def export_trees(clf, features=FEATURES) -> dict:
-    """A fitted HistGradientBoostingClassifier as plain numbers for TreeModel. Reads its fitted
-    predictors' node tables (a private attribute: scikit-learn offers no public export)."""
-    trees = []
-    for (predictor,) in clf._predictors:
-        nodes = predictor.nodes
-        trees.append({"feature": nodes["feature_idx"].tolist(), "threshold": nodes["num_threshold"].tolist(),
-                      "left": nodes["left"].tolist(), "right": nodes["right"].tolist(),
-                      "leaf": nodes["is_leaf"].astype(int).tolist(), "value": nodes["value"].tolist()})
-    return {"features": list(features), "baseline": float(np.ravel(clf._baseline_prediction)[0]), "trees": trees,
-            "fitted_on": "cudb cu01-cu17 + MIT-BIH DS1, each also with nstdb em/ma noise channel 1 at "
-                         f"{', '.join(map(str, NOISE_SNRS_DB))} dB, + the em/ma noise alone; monitor.vf_fit"}
+    """A fitted HistGradientBoostingClassifier as plain numbers for TreeModel (trees.export_trees),
+    with a note of what it was fitted on."""
+    return trees.export_trees(clf, features, fitted_on="cudb cu01-cu17 + MIT-BIH DS1, each also with nstdb em/ma "
+                              f"noise channel 1 at {', '.join(map(str, NOISE_SNRS_DB))} dB, + the em/ma noise alone; "
+                              "monitor.vf_fit")
 
 
 def out_of_fold(table, folds=5, features=FEATURES, weights=None, params=None) -> pd.Series:
