@@ -64,6 +64,12 @@ def in_spans(samples, spans) -> np.ndarray:
     return mask
 
 
+def _blendable(samples) -> bool:
+    """Whether the feature model can describe these beats: baseline.beat_features needs RR intervals,
+    so at least two beats in increasing order."""
+    return len(samples) >= 2 and bool(np.all(np.diff(samples) > 0))
+
+
 def classify_beats(model, signal, samples, device="cpu", blend=None) -> np.ndarray:
     """Return class probabilities (n, 5) for beats at samples of a 360-Hz channel-0-like signal:
     the CNN's, or with a blend (blend.FeatureBlend) the CNN's blended with the feature model's on
@@ -75,7 +81,7 @@ def classify_beats(model, signal, samples, device="cpu", blend=None) -> np.ndarr
     probs = predict(model, data, model.meta["input"], torch.device(device))
     if blend is None:
         return probs
-    if len(samples) < 2 or np.any(np.diff(samples) <= 0):
+    if not _blendable(samples):
         warnings.warn(f"{len(samples)} beat(s){' not in increasing order' if len(samples) >= 2 else ''}: "
                       "no RR intervals for the feature model, so the CNN alone classifies them", stacklevel=2)
         return probs
@@ -120,7 +126,7 @@ def classify_record(record_path, model, beats="reference", channel=None, annotat
         positions = np.round(detect_beats(x, model_fs) * fs / model_fs).astype(int)
     at_model_rate = np.clip(np.round(positions * model_fs / fs).astype(int), 0, len(x) - 1)
     probs = classify_beats(model, x, at_model_rate, blend=blend) if len(positions) else np.zeros((0, len(CLASSES)))
-    blended = blend is not None and len(positions) >= 2 and np.all(np.diff(at_model_rate) > 0)
+    blended = blend is not None and _blendable(at_model_rate)
     out = pd.DataFrame({"sample": positions, "time": positions / fs,
                         "aami_pred": np.asarray(CLASSES)[decide(probs, blend.meta if blended else model.meta)]
                         if len(probs) else []})

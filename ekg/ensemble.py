@@ -13,7 +13,8 @@ nested_out_of_fold shows how much choosing on the same predictions flatters.
 Also the feature baseline as another recorder gives the signal (features.RECORDERS, e.g. via128):
 recorder_features, and the GBM's out-of-fold predictions at several recorders from one fit per
 fold (gbm_out_of_fold), for the robustness check at 128 Hz.
-Imports: baseline, blend (blend_probs: the one blending rule, shared with the live path; FeatureBlend), cv, data, features, trees; NumPy and pandas (tqdm inside).
+Imports: baseline, blend (blend_probs, the one blending rule, shared with the live path; FeatureBlend in
+fitted_blend), cv, data, features, trees; NumPy and pandas (tqdm inside).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import baseline, cv
-from .blend import blend_probs, weight_vector
+from .blend import blend_probs
 from .data import CLASSES, FS, _records_arg, load_beats
 from .features import RECORDERS, recorder_signal
 

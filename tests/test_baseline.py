@@ -122,3 +122,14 @@ def test_feature_cache_is_rebuilt_for_other_beats(tmp_path, monkeypatch):
     again = baseline.load_features([101])  # ... is not used
     baseline._record_features.cache_clear()
     pd.testing.assert_frame_equal(first, again)
+
+
+def test_a_tiny_signal_is_not_scaled_up_to_look_like_beats():
+    # beats of 0.02 mV (a lead nearly off): the typical amplitude is floored at 0.05 mV, so their
+    # template differences and peak-to-peak ratio stay small instead of being divided by almost nothing
+    fs, samples = 360, np.arange(400, 360 * 20, 300)
+    x = np.zeros(360 * 21)
+    x[samples] = 0.02
+    shape = baseline.shape_features(x, samples, fs)
+    assert np.allclose(shape["p2p/typical"].iloc[1:], 0.02 / 0.05)
+    assert (shape["rms_diff"] < 0.5).all()
