@@ -28,8 +28,10 @@ candidates that keep at least 95% of the ungated rules' true rate alarms on clea
 --rules compares, with the same noise, the VT rule chosen before the live replay with today's (RULES);
 --records limits it to some DS1 patients (notebook 05's fast mode).
 --blend replays the monitor with each fold's CNN + feature-model blend (tune_vt_ds1.py --blend), and
---vt-min-p-v sets the VT rule's p(V) gate (the blend's own, as tune_vt_ds1.py --blend chooses it).
-Run: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/tune_noise_ds1.py [--quick] [--blend] [--vt-min-p-v P] [--records 106 201]
+--vt-min-p-v sets the VT rule's p(V) gate (the blend's own, as tune_vt_ds1.py --blend chooses it);
+--agreement reads the VT rule's p(V) gate as the smaller of the CNN's and the blend's p(V) at the
+same detected beats (both replays), beside the CNN's own.
+Run: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/tune_noise_ds1.py [--quick] [--blend] [--vt-min-p-v P] [--agreement] [--records 106 201]
 """
 import hashlib
 import sys
@@ -144,15 +146,34 @@ RULES = {"0.9 and RR range 40%, no similarity gate": {"vt_min_p_v": 0.9, "vt_max
          "ALARM_THRESHOLDS": {}}
 
 
-def compare_rules(clean, noisy, episodes, flutter, rates, spans) -> pd.DataFrame:
-    """Clean DS1 VT episodes and false VT alarms, clean and in the noisy segments at each level, per RULES."""
+#: --agreement: the VT rule with its p(V) gate read as the smaller of the CNN's and the blend's p(V)
+AGREEMENT_RULES = {"p(V) at least 0.5": {"vt_min_p_v": 0.5}, "p(V) at least 0.7 (ALARM_THRESHOLDS')": {}}
+
+
+def agreement(cnn_streams, blend_streams) -> dict:
+    """Return {key: beat_frame}: the CNN's beats and classes with, as p_V, the smaller of the CNN's and
+    the blend's p(V) at the same beat (the QRS detector does not depend on the model, so the two
+    replays find the same beats; ValueError where they do not)."""
+    out = {}
+    for key, beats in cnn_streams.items():
+        other = blend_streams[key]
+        if len(other) != len(beats) or not np.allclose(other["t"].to_numpy(), beats["t"].to_numpy()):
+            raise ValueError(f"{key}: the two replays found different beats")
+        out[key] = beats.assign(p_V=np.minimum(beats["p_V"].to_numpy(), other["p_V"].to_numpy()))
+    return out
+
+
+def compare_rules(clean, noisy, episodes, flutter, rates, spans, rules=None) -> pd.DataFrame:
+    """Clean DS1 VT episodes and false VT alarms, clean and in the noisy segments at each level, per
+    rule of rules ({name: thresholds}; default RULES)."""
     rows = {}
-    for name, setting in RULES.items():
+    for name, setting in (RULES if rules is None else rules).items():
         on_clean = score(clean, episodes, flutter, rates, setting)
         row = {"VT episodes (clean)": on_clean["VT episodes"], "false VT, clean": on_clean["false VT"]}
         for snr in SNRS_DB:
             part = score({k: v for k, v in noisy.items() if k[1] == snr}, episodes, flutter, rates, setting, spans)
             row[f"false VT in noise {snr} dB"] = part["false VT"]
+        row["false VT (all)"] = row["false VT, clean"] + sum(row[f"false VT in noise {snr} dB"] for snr in SNRS_DB)
         rows[name] = row
     return pd.DataFrame(rows).T.rename_axis("VT rule")
 
@@ -160,6 +181,9 @@ def compare_rules(clean, noisy, episodes, flutter, rates, spans) -> pd.DataFrame
 def main():
     def rules_flag(parser):
         parser.add_argument("--rules", action="store_true", help="compare the VT rules (RULES) with noise, then stop")
+        parser.add_argument("--agreement", action="store_true",
+                            help="the VT rule with p(V) read as the smaller of the CNN's and the blend's (both "
+                                 "replays), against the CNN's alone (AGREEMENT_RULES), then stop")
         parser.add_argument("--vt-min-p-v", type=float, default=None,
                             help="the VT rule's p(V) gate for every candidate (default: ALARM_THRESHOLDS'; e.g. the "
                                  "gate tune_vt_ds1.py --blend chooses for the blend)")
@@ -175,6 +199,18 @@ def main():
     print(f"DS1: {len(records)} patients, {hours:.1f} patient-hours clean; with {NOISE[0]} noise (channel {NOISE[1]}) at "
           f"{', '.join(map(str, SNRS_DB))} dB, {noisy_hours:.1f} hours of noisy segments at each level; "
           f"replayed in {time.perf_counter() - t0:.0f} s (or read from the cache)")
+    if args.agreement:
+        pd.set_option("display.width", 200)
+        blend_clean = vt.ds1_streams(records, True)[0]
+        blend_events, _ = noisy_replay(records, True)
+        blend_noisy = {key: vt.beat_frame([e for e in ev if e["type"] == "beat"]) for key, ev in blend_events.items()}
+        for name, (c, n) in {"the CNN's p(V)": (clean, noisy),
+                             "the smaller of the CNN's and the blend's p(V)": (agreement(clean, blend_clean),
+                                                                                agreement(noisy, blend_noisy))}.items():
+            print(f"\nThe VT rule on the CNN's beats and classes, p(V) gate on {name} (announced false VT alarms; "
+                  f"episodes of {sum(map(len, episodes.values()))}):")
+            print(compare_rules(c, n, episodes, flutter, rates, spans, AGREEMENT_RULES).to_string())
+        return
     if args.rules:
         pd.set_option("display.width", 200)
         print("\nThe VT rules with noise (announced false VT alarms; episodes of "

@@ -111,3 +111,19 @@ def test_the_vt_tuning_gives_each_fold_a_blend_fitted_without_its_patients():
     shipped = FeatureBlend.load()
     assert blend.weights == shipped.weights and blend.meta["thresholds"] == shipped.meta["thresholds"]
     assert blend.meta["cnn"] == fingerprint(model)  # goes with the fold's CNN, not the recommended one
+
+
+def test_agreement_takes_the_smaller_p_v_at_the_same_beats():
+    tune_noise = pytest.importorskip("tune_noise_ds1")
+    import pandas as pd
+
+    cnn = {101: pd.DataFrame({"t": [1.0, 2.0, 3.0], "cls": ["N", "V", "V"], "rr_prev": [np.nan, 1.0, 1.0],
+                              "p_V": [0.1, 0.9, 0.4], "similarity": [1.0, 0.9, 0.8]})}
+    blend = {101: cnn[101].assign(cls=["V", "V", "N"], p_V=[0.8, 0.6, 0.7])}
+    joined = tune_noise.agreement(cnn, blend)[101]
+    np.testing.assert_allclose(joined["p_V"], [0.1, 0.6, 0.4])
+    assert list(joined["cls"]) == ["N", "V", "V"]  # the CNN's classes
+    with pytest.raises(ValueError, match="different beats"):
+        tune_noise.agreement(cnn, {101: blend[101].iloc[:2]})
+    with pytest.raises(ValueError, match="different beats"):
+        tune_noise.agreement(cnn, {101: blend[101].assign(t=[1.0, 2.5, 3.0])})
