@@ -45,10 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tune_vt_ds1 as vt  # noqa: E402
 from ekg import config  # noqa: E402
-from ekg.data import FS, find_data_dir, load_beats  # noqa: E402
+from ekg.data import FS, load_beats  # noqa: E402
 from ekg.monitor import ALARM_THRESHOLDS, nst, replay as monitor_replay  # noqa: E402
 from ekg.monitor.alarms import score_vt_alarms  # noqa: E402
-from ekg.signals import read_signal  # noqa: E402
 
 SNRS_DB = (12, 6, 0)
 NOISE = ("em", 1)
@@ -71,20 +70,11 @@ def noisy_replay(records, with_blend=False) -> tuple:
     path = config.CACHE_DIR / "vt_live" / f"noise-{key}.pkl"
     if path.is_file():
         return pd.read_pickle(path)
-    import wfdb
-
-    data_dir = find_data_dir()
     noise, noise_fs = nst.read_noise(*NOISE)
     events, spans = {}, {}
     for model, held, _, fold_blend in folds:
-        signals = {}
-        for r in held:
-            clean, fs, _ = read_signal(data_dir / str(r))
-            ann = wfdb.rdann(str(data_dir / str(r)), "atr")
-            normal = nst.normal_beats(ann.symbol, ann.sample)
-            for snr in SNRS_DB:
-                noisy, spans[r] = nst.nst_record(clean, normal, fs, snr, noise, noise_fs)
-                signals[(r, snr)] = (noisy.astype(np.float32), fs)
+        signals, fold_spans = nst.stress_records(held, SNRS_DB, noise, noise_fs)
+        spans.update(fold_spans)
         events.update(monitor_replay(model, signals, chunk_s=1.0, blend=fold_blend))
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.to_pickle((events, spans), path)

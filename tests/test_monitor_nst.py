@@ -1,9 +1,11 @@
 """The noise stress test records as WFDB's nst builds them: the protocol, the gain, the continuity."""
 import numpy as np
 import pytest
+import wfdb
 
 from ekg.data import find_data_dir
 from ekg.monitor import nst
+from ekg.signals import read_signal
 
 
 def test_the_protocol_is_clean_5_minutes_then_alternating_2_minute_segments():
@@ -89,3 +91,21 @@ def test_bad_noise_input_is_named():
         nst.nst_record(np.zeros(1000), [10], 360, 12, np.zeros(1000), noise_fs=250)
     with pytest.raises(ValueError, match="shorter"):
         nst.add_noise(np.zeros(1000), np.zeros(10), 1.0, [(0, 10)])
+
+
+def test_stress_records_are_nst_records_of_each_record_at_each_level():
+    noise, noise_fs = nst.read_noise("em", 0)
+    signals, spans = nst.stress_records([100], (12, 0), noise, noise_fs, minutes=7, with_clean=True)
+    assert set(signals) == {(100, None), (100, 12), (100, 0)}
+    clean, fs = signals[(100, None)]
+    assert fs == 360 and len(clean) == 7 * 60 * 360
+    np.testing.assert_array_equal(clean, read_signal(find_data_dir() / "100")[0][: 7 * 60 * 360])
+    assert spans[100] == nst.noisy_spans(len(clean), fs) == [(300 * 360, 7 * 60 * 360)]
+    ann = wfdb.rdann(str(find_data_dir() / "100"), "atr")
+    normal = nst.normal_beats(ann.symbol, ann.sample)
+    for snr in (12, 0):
+        noisy, got_fs = signals[(100, snr)]
+        expected, _ = nst.nst_record(clean, normal[normal < len(clean)], fs, snr, noise, noise_fs)
+        assert noisy.dtype == np.float32 and got_fs == fs
+        np.testing.assert_array_equal(noisy, expected.astype(np.float32))
+    assert not nst.stress_records([100], (12,), noise, noise_fs, minutes=7)[0].keys() & {(100, None)}

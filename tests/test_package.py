@@ -33,7 +33,7 @@ ALLOWED = {
     "monitor.stream": {"baseline", "blend", "data", "features", "batches", "models", "monitor.alarms", "monitor.qrs",
                        "monitor.quality", "monitor.vf"},
     # offline tools on top of the live path: the noise stress test and the VF detector's fitting
-    "monitor.nst": {"data", "monitor.stream"},
+    "monitor.nst": {"data", "signals"},
     "monitor.vf_fit": {"config", "data", "signals", "monitor.nst", "monitor.vf", "trees"},
     # cross-validation over DS1 and the classical feature baseline
     "cv": {"config", "data", "metrics", "models"},

@@ -13,16 +13,15 @@ record is read in step with the ECG from its first sample; at every switch nst s
 output so it does not jump (its z offsets), which is done here too.
 
 Written here because nst is a C program of the WFDB tools, not part of the wfdb Python package.
-Imports: NumPy, wfdb (reading the noise record), data (where the noise records are), monitor.stream
-(replay, re-exported here: the noise stress test's records go through the same ward replay as any other).
+Imports: NumPy, wfdb (reading the noise and the records' annotations), data (where the records are),
+signals (reading the records). The stress records go through the monitor like any other
+(ekg.monitor.replay).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-
-from .stream import replay  # noqa: F401  (nst.replay: the stress records through one Ward)
 
 NST_SNRS_DB = (24, 18, 12, 6, 0, -6)  # the levels of PhysioNet's nstdb records (118e24 ... 119e_6)
 CLEAN_S, SEGMENT_S = 300.0, 120.0  # clean first 5 minutes, then 2-minute segments, noisy first
@@ -123,3 +122,29 @@ def nst_record(signal, normal_beats, fs, snr_db, noise, noise_fs=None, spans=Non
     spans = noisy_spans(len(signal), fs) if spans is None else [(int(a), int(b)) for a, b in spans]
     gain = noise_gain(snr_db, qrs_amplitude(signal, normal_beats, fs), noise_rms(noise, fs))
     return add_noise(signal, noise, gain, spans), spans
+
+
+def stress_records(records, snrs, noise, noise_fs=None, data_dir=None, minutes=None, with_clean=False) -> tuple:
+    """Return ({(record, snr): (signal, fs)}, {record: noisy spans in samples}): each MIT-BIH record
+    (channel 0; its first minutes only, if given) with the noise added at each SNR by nst_record (the
+    noisy signals as float32, as a monitor's feed), and with_clean the record itself as (record, None),
+    replayed the same way for comparison. Normal beats from each record's reference annotations."""
+    import wfdb
+
+    from ..data import find_data_dir
+    from ..signals import read_signal
+
+    data_dir = Path(data_dir) if data_dir is not None else find_data_dir()
+    signals, spans = {}, {}
+    for r in records:
+        clean, fs, _ = read_signal(data_dir / str(r))
+        if minutes:
+            clean = clean[: int(minutes * 60 * fs)]
+        ann = wfdb.rdann(str(data_dir / str(r)), "atr")
+        normal = normal_beats(ann.symbol, ann.sample)
+        if with_clean:
+            signals[(r, None)] = (clean, fs)
+        for snr in snrs:
+            noisy, spans[r] = nst_record(clean, normal[normal < len(clean)], fs, snr, noise, noise_fs)
+            signals[(r, snr)] = (noisy.astype(np.float32), fs)
+    return signals, spans
