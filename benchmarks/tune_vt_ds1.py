@@ -32,6 +32,9 @@ ALARM_THRESHOLDS' rule beside the class-only rule, each gate alone and the rule 
 Choice: the most DS1 episodes alarmed; among those, the fewest announced false VT alarms per
 patient-hour; then the least strict rule (lowest gate, widest spread, lowest rate, fewest beats). The
 issue's aim of at most 0.2 false VT alarms per patient-hour is marked in the table. DS2 is never read.
+Last, each DS1 episode the live monitor missed is listed with its beats and why (missed_episodes):
+the signal-quality guard (the rules replayed alone alarm it), the similarity gate, the p(V) gate,
+too few beats called V, or the rate.
 
 The live replay is cached (data/cache/vt_live/, keyed by the fold models, the thresholds, the records
 and the monitor's code). --records limits it to some DS1 patients (notebook 05's fast mode).
@@ -198,6 +201,39 @@ def score(alarms, episodes, flutter, hours) -> dict:
             "records with false VT": ", ".join(map(str, sorted(records)))}
 
 
+#: Why a VT episode was missed: the first of these relaxations of the shipped rule whose rules replay
+#: alarms it (each also keeps the ones before it).
+MISS_REASONS = [
+    ("signal-quality guard (the rules alone alarm it)", {}),
+    ("similarity gate", {"vt_min_similarity": -1.0}),
+    ("p(V) gate", {"vt_min_similarity": -1.0, "vt_min_p_v": 0.0}),
+]
+
+
+def missed_episodes(beats, live_alarms, episodes, rule) -> list:
+    """Return (start, end, live beats inside, reason) for each VT episode of one patient that the live
+    monitor's alarms (time, announced) missed. reason: the first MISS_REASONS relaxation of rule under
+    which the rules replay of the same beats alarms it; otherwise "beats not called V" when the
+    longest run of live V beats inside it is shorter than the rule's vt_min_beats, else "rate"."""
+    first, _ = score_vt_alarms(episodes, [a[0] for a in live_alarms])
+    missed = [(start, end) for (start, end), f in zip(episodes, first) if np.isnan(f)]
+    if not missed:
+        return []
+    replays = [(why, score_vt_alarms(missed, [a[0] for a in rules_replay(beats, {**rule, **relaxed})])[0])
+               for why, relaxed in MISS_REASONS]
+    min_beats = {**ALARM_THRESHOLDS, **rule}["vt_min_beats"]
+    out = []
+    for i, (start, end) in enumerate(missed):
+        inside = beats[(beats["t"] >= start - 0.05) & (beats["t"] < end)]
+        reason = next((why for why, alarmed in replays if not np.isnan(alarmed[i])), None)
+        if reason is None:
+            is_v = (inside["cls"] == "V").to_numpy()
+            longest = max((len(run) for run in "".join("1" if v else "0" for v in is_v).split("0")), default=0)
+            reason = "beats not called V" if longest < min_beats else "rate"
+        out.append((start, end, inside, reason))
+    return out
+
+
 def candidates(grid) -> list:
     """Every setting of a grid ({threshold: values}) as a dict."""
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
@@ -262,14 +298,15 @@ def main():
     print(chosen.to_frame().T.round(3).to_string(index=False))
     same = all(float(chosen[k]) == float(current[k]) for k in VT_KEYS)
     print(f"ALARM_THRESHOLDS now: {current} -> {'the chosen rule' if same else 'DIFFERS from this choice'}")
-    print("\nDS1 VT episodes the live monitor missed with ALARM_THRESHOLDS' rule (its beats inside: class, p(V)):")
+    print("\nDS1 VT episodes the live monitor missed with ALARM_THRESHOLDS' rule (its beats inside: class, p(V);"
+          " why, from the first of these rules replays that alarms it):")
+    reasons = {}
     for r, beats in streams.items():
-        first, _ = score_vt_alarms(episodes[r], [a[0] for a in live_alarms[r]])
-        for (start, end), f in zip(episodes[r], first):
-            if np.isnan(f):
-                inside = beats[(beats["t"] >= start - 0.05) & (beats["t"] < end)].head(8)
-                print(f"  {r} {start:7.1f}-{end:7.1f} s: {''.join(inside['cls'])}, "
-                      f"p(V) {' '.join(f'{p:.2f}' for p in inside['p_V'])}")
+        for start, end, inside, reason in missed_episodes(beats, live_alarms[r], episodes[r], current):
+            reasons[reason] = reasons.get(reason, 0) + 1
+            print(f"  {r} {start:7.1f}-{end:7.1f} s: {''.join(inside['cls'].head(8))}, "
+                  f"p(V) {' '.join(f'{p:.2f}' for p in inside['p_V'].head(8))}: {reason}")
+    print("  missed, by reason: " + ("; ".join(f"{n} {why}" for why, n in reasons.items()) or "none"))
     print(f"\n{len(table)} candidates in {time.perf_counter() - t0:.0f} s")
 
 

@@ -127,3 +127,33 @@ def test_agreement_takes_the_smaller_p_v_at_the_same_beats():
         tune_noise.agreement(cnn, {101: blend[101].iloc[:2]})
     with pytest.raises(ValueError, match="different beats"):
         tune_noise.agreement(cnn, {101: blend[101].assign(t=[1.0, 2.5, 3.0])})
+
+
+def test_missed_vt_episodes_get_the_reason_that_held_them_back():
+    tune_vt = pytest.importorskip("tune_vt_ds1")
+    import pandas as pd
+    from ekg.monitor import ALARM_THRESHOLDS
+
+    rule = {k: ALARM_THRESHOLDS[k] for k in tune_vt.VT_KEYS}
+
+    def patient(run_cls, run_rr, p_v, similarity):
+        # 20 s of normal beats at 75 bpm, then a 4-beat run, then normal beats again
+        cls = ["N"] * 25 + list(run_cls) + ["N"] * 10
+        rr = [0.8] * 25 + [run_rr] * len(run_cls) + [0.8] * 10
+        t = np.cumsum(rr)
+        p = [0.01] * 25 + [p_v] * len(run_cls) + [0.01] * 10
+        sim = [0.95] * 25 + [similarity] * len(run_cls) + [0.95] * 10
+        beats = pd.DataFrame({"t": t, "cls": cls, "rr_prev": np.r_[np.nan, np.diff(t)], "p_V": p, "similarity": sim})
+        return beats, [(float(t[25]) - 0.01, float(t[28]) + 0.01)]
+
+    cases = {"signal-quality guard (the rules alone alarm it)": patient("VVVV", 0.4, 0.99, 0.9),
+             "similarity gate": patient("VVVV", 0.4, 0.99, 0.1),
+             "p(V) gate": patient("VVVV", 0.4, 0.5, 0.9),
+             "beats not called V": patient("VVNV", 0.4, 0.99, 0.9),
+             "rate": patient("VVVN", 0.7, 0.99, 0.9)}  # 3 V beats: enough, but at 86 bpm
+    for expected, (beats, episodes) in cases.items():
+        (start, end, inside, reason), = tune_vt.missed_episodes(beats, [], episodes, rule)
+        assert reason == expected, (expected, reason)
+        assert list(inside["cls"]) == list(beats["cls"].iloc[25:29])
+    beats, episodes = cases["signal-quality guard (the rules alone alarm it)"]
+    assert tune_vt.missed_episodes(beats, [(episodes[0][0] + 1.0, True)], episodes, rule) == []  # alarmed: not missed
