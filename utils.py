@@ -25,7 +25,7 @@ from ekg.images import (CH0_MEAN, CH0_STD, IMAGE_SHAPE, RENDER_YLIM, beat_images
                         find_kaggle_images, kaggle_image_dataset, render_beats)
 from ekg.metrics import EC57_LABELS, bootstrap_by_record, ec57_confusion, macro_f1, per_class_scores, score
 from ekg.models import (ARCHITECTURES, ImageCNN, SeedCNN, SignalCNN, load_checkpoint, load_model, model_path,
-                        save_model)
+                        save_model, saved_model)
 from ekg.monitor import (ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, CRITICAL_ALARMS, VF_RHYTHM_LABELS, VT_GRACE_S, Monitor,
                          StreamingQRS, Ward, block_quality, detect_beats, replay, rhythm_spans, score_vt_alarms,
                          vt_episodes)

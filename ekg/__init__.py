@@ -24,7 +24,7 @@ use, so `import ekg` stays cheap and `from ekg.monitor import Monitor` imports o
 from importlib import import_module
 
 _PUBLIC = {
-    "config": ["ROOT", "FAST", "ON_KAGGLE", "kaggle_input", "seed_everything"],
+    "config": ["ROOT", "FAST", "RETRAIN", "ON_KAGGLE", "kaggle_input", "seed_everything"],
     "data": ["FS", "RECORDS", "DS1", "DS2", "PACED", "VAL_RECORDS", "FAST_RECORDS", "CLASSES", "AAMI_MAP",
              "BEAT_SYMBOLS", "CONTEXT", "LOCAL_RR_BEATS", "DataError", "verify_files", "record_files",
              "download_mitdb", "find_data_dir", "causal_local_rr", "load_beats", "load_windows", "channel0_stats"],
@@ -35,7 +35,7 @@ _PUBLIC = {
     "features": ["BEAT_WINDOW", "CONTEXT_STEP", "TEMPLATE_BEATS", "QRS_HALF", "RHYTHM_FEATURES", "causal_median",
                  "beat_parts", "patient_inputs", "beats_from_signal", "load_inputs"],
     "models": ["SeedCNN", "ImageCNN", "SignalCNN", "ARCHITECTURES", "load_checkpoint", "save_model", "load_model",
-               "model_path"],
+               "saved_model", "model_path"],
     "batches": ["BeatSet", "predict"],
     "training": ["get_device", "class_weights", "fit"],
     "metrics": ["macro_f1", "per_class_scores", "EC57_LABELS", "ec57_confusion", "score", "bootstrap_by_record"],

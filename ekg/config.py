@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 FAST = os.environ.get("EKG_FAST", "0") not in ("", "0", "false", "False")
 
 
+#: EKG_RETRAIN=1: notebook 03 trains every model again instead of reusing a saved one with the same
+#: settings (models.saved_model), as a timed GPU run does.
+RETRAIN = os.environ.get("EKG_RETRAIN", "0") not in ("", "0", "false", "False")
+
+
 def kaggle_input() -> Path:
     """Return where Kaggle mounts attached data sets ($EKG_KAGGLE_INPUT lets tests fake it)."""
     return Path(os.environ.get("EKG_KAGGLE_INPUT", "/kaggle/input"))

@@ -150,6 +150,25 @@ def load_model(path, device="cpu"):
     return model.to(device).eval()
 
 
+def saved_model(path, **expected):
+    """Return the model saved at path (load_model, with model.meta) if its metadata holds every
+    expected key with the expected value, else None: a missing file, another architecture or inputs,
+    any other setting, or EKG_RETRAIN=1 (config.RETRAIN) mean the model is to be trained again.
+
+    Notebook 03 reuses a model this way instead of retraining it: the same settings and seed on
+    another CPU give other weights (the order of floating-point sums differs), so retraining would
+    silently replace the committed model and every number scored with it.
+    """
+    path = Path(path)
+    if config.RETRAIN or not path.is_file():
+        return None
+    try:
+        model = load_model(path)
+    except (ValueError, RuntimeError, KeyError):  # another architecture or other inputs
+        return None
+    return model if all(model.meta.get(key) == value for key, value in expected.items()) else None
+
+
 def fingerprint(model) -> str:
     """Return a short SHA-256 of a model's weights (names, shapes and values): what a blend file
     (ekg.blend) records of the CNN it was chosen with, so it is never paired with another."""

@@ -157,3 +157,42 @@ def test_missed_vt_episodes_get_the_reason_that_held_them_back():
         assert list(inside["cls"]) == list(beats["cls"].iloc[25:29])
     beats, episodes = cases["signal-quality guard (the rules alone alarm it)"]
     assert tune_vt.missed_episodes(beats, [(episodes[0][0] + 1.0, True)], episodes, rule) == []  # alarmed: not missed
+
+
+def test_seed_spread_averages_the_same_beats_and_finds_the_vt_runs():
+    seed_spread = pytest.importorskip("seed_spread_ds1")
+    import pandas as pd
+    import wfdb
+    from ekg.cv import PROB_COLUMNS
+    from ekg.data import FS, find_data_dir
+    from ekg.monitor.alarms import vt_episodes
+
+    def frame(probs, samples=(10, 20, 30)):
+        out = pd.DataFrame({"record": 205, "sample": list(samples), "aami_true": ["N", "V", "V"]})
+        out[PROB_COLUMNS] = np.asarray(probs, float)
+        out["aami_pred"] = "N"
+        return out
+
+    one = frame([[0.6, 0.0, 0.4, 0, 0], [0.5, 0.1, 0.4, 0, 0], [0.9, 0, 0.1, 0, 0]])
+    two = frame([[0.6, 0.0, 0.4, 0, 0], [0.1, 0.1, 0.8, 0, 0], [0.5, 0, 0.5, 0, 0]])
+    mean = seed_spread.averaged([one, two])
+    np.testing.assert_allclose(mean[PROB_COLUMNS].to_numpy(), (one[PROB_COLUMNS].to_numpy() + two[PROB_COLUMNS].to_numpy()) / 2)
+    assert list(mean["aami_pred"]) == ["N", "V", "N"]  # argmax of the mean (row 2: seed one says N)
+    with pytest.raises(ValueError, match="different beats"):
+        seed_spread.averaged([one, frame(two[PROB_COLUMNS].to_numpy(), samples=(10, 21, 30))])
+    # V Se inside runs counts only the V beats inside them (row 3, called N, is outside), under the thresholds
+    runs = np.array([True, True, False])
+    assert seed_spread.v_se_in_runs(mean, {"S": 0.5, "V": 0.5}, runs) == 100.0
+    assert seed_spread.v_se_in_runs(mean, {"S": 0.5, "V": 0.7}, runs) == 0.0  # p(V) 0.6 < 0.7
+
+    # record 205 holds DS1 VT runs: each beat inside one of its "(VT" episodes, and only those
+    ann = wfdb.rdann(str(find_data_dir() / "205"), "atr")
+    beats = pd.DataFrame({"record": 205, "sample": ann.sample})
+    inside = seed_spread.in_vt_runs(beats)
+    episodes = vt_episodes(ann.symbol, ann.sample, ann.aux_note, FS, np.inf)
+    assert episodes and inside.any() and not inside.all()
+    t = ann.sample / FS
+    expected = np.zeros(len(t), bool)
+    for start, end in episodes:
+        expected |= (t >= start) & (t < end)
+    assert (inside == expected).all()

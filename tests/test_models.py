@@ -47,6 +47,27 @@ def test_saved_model_round_trip(val_set, tmp_path):
     np.testing.assert_array_equal(predict(loaded, val_set, SIGNAL_SPEC), predict(model, val_set, SIGNAL_SPEC))
 
 
+def test_a_saved_model_is_reused_only_with_every_setting_the_same(tmp_path, monkeypatch):
+    from ekg import config
+    from ekg.models import saved_model
+
+    model = SignalCNN(width=8).eval()
+    meta = {"arch": "SignalCNN", "arch_kwargs": {"width": 8}, "classes": CLASSES, "fs": 360, "input": SIGNAL_SPEC,
+            "cfg": {"epochs": 6, "seed": 0}, "train_records": [101, 106], "thresholds": {"S": 0.76, "V": 0.66}}
+    save_model(tmp_path / "m.pt", model, meta)
+    same = {k: meta[k] for k in ("arch", "cfg", "train_records", "thresholds")}
+    reused = saved_model(tmp_path / "m.pt", **same)
+    assert reused is not None and reused.meta == meta
+    for key, other in [("cfg", {"epochs": 6, "seed": 1}), ("train_records", [101]), ("thresholds", {"S": 0.8, "V": 0.66}),
+                       ("fast_mode", False)]:  # another value, or a key the saved model lacks
+        assert saved_model(tmp_path / "m.pt", **{**same, key: other}) is None, key
+    assert saved_model(tmp_path / "missing.pt", **same) is None
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    assert saved_model(tmp_path / "broken.pt", **same) is None  # not a model: trained again, as notebook 03 did before
+    monkeypatch.setattr(config, "RETRAIN", True)  # EKG_RETRAIN=1
+    assert saved_model(tmp_path / "m.pt", **same) is None
+
+
 class Payload:
     """Any Python object: torch.save pickles it, which weights_only loading must refuse."""
 

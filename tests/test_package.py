@@ -144,9 +144,11 @@ def test_utils_reexports_are_the_package_objects():
         assert getattr(utils, name) is getattr(ekg, name)
 
 
-def test_a_saved_model_gives_bit_identical_probabilities_to_before_the_package_split():
+def test_a_saved_model_gives_the_probabilities_it_gave_before_the_package_split():
     """seed_cnn_inter as committed before the split, on every beat of DS2 record 100: the
-    probabilities the old utils.py gave (stored in tests/data) must come back exactly."""
+    probabilities the old utils.py gave (stored in tests/data) must come back. Bit for bit on the
+    CPU that stored them; another CPU's math kernels differ in the last float32 digits (2.4e-7 at
+    most, measured), so the test allows 1e-6, far below what any change to the inputs moves."""
     import numpy as np
 
     from ekg.classify import classify_record
@@ -156,4 +158,4 @@ def test_a_saved_model_gives_bit_identical_probabilities_to_before_the_package_s
     model = load_model(ROOT / "tests" / "data" / "seed_cnn_inter_v1.pt")
     out = classify_record(find_data_dir() / "100", model)
     before = np.load(ROOT / "tests" / "data" / "seed_cnn_inter_v1_record100.npy")
-    np.testing.assert_array_equal(out[[f"p_{c}" for c in CLASSES]].to_numpy(np.float32), before)
+    np.testing.assert_allclose(out[[f"p_{c}" for c in CLASSES]].to_numpy(np.float32), before, rtol=0, atol=1e-6)
