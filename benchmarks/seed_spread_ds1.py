@@ -6,7 +6,8 @@ with the patients: notebook 04's patient-bootstrap intervals cover the patients,
 script trains the recommended model's architecture, inputs and settings on notebook 03's five DS1
 folds once per seed (the seed sets the weights' start, the epoch's draws and the augmentation), each
 fold's model predicting its held-out patients at 360 Hz and as a 128-Hz recorder gives them back
-(recorder_ds1.out_of_fold, the same code that reproduces notebook 03's numbers for seed 0). For each
+(recorder_ds1.out_of_fold, the same code that reproduced notebook 03's numbers for seed 0 on the
+machine that trained the committed model; on another CPU seed 0 trains other weights too). For each
 seed, S and V thresholds are chosen on its own native out-of-fold predictions, as notebook 03 does.
 Then the seeds' probabilities are averaged (the first 3 seeds, and all of them) and scored the same
 way.
@@ -22,7 +23,7 @@ K model runs) if, out of fold, (a) native S F1 and V F1 each gain at least 1 poi
 model and (b) the share of beats decided differently at 128 Hz falls to half or less (recorder_ds1's
 rule). This script chooses nothing itself.
 
-Run (about 80 s per seed alone on 2 cores): .venv/bin/python benchmarks/seed_spread_ds1.py [--seeds 0 1 2]
+Run (about 100-200 s per seed on a 2-core machine, once the input cache exists): .venv/bin/python benchmarks/seed_spread_ds1.py [--seeds 0 1 2]
 """
 import argparse
 import sys
