@@ -236,3 +236,16 @@ def test_a_beat_found_late_in_a_slow_rhythm_is_classified_on_its_own_signal(mode
         # every beat, the late one included, classified on the signal an unbounded buffer gives it
         assert [b["time"] for b in found] == [b["time"] for b in whole]
         np.testing.assert_allclose(probabilities(found), probabilities(whole), atol=1e-6, rtol=0)
+
+
+def test_replay_split_over_processes_gives_every_record_its_own_events(model, rec100):
+    # replay(workers=2) deals the records to two Wards in spawned processes; each record must come
+    # back with the events one Ward gives it, under its own name and in the order of the input
+    x = rec100[: 360 * 40]
+    signals = {"long": (x, 360), "short": (x[: 360 * 20], 360), "slow": (resample(x, 360, 250), 250)}
+    one, split = replay(model, signals), replay(model, signals, workers=2)
+    assert list(split) == list(signals)
+    for name in signals:
+        assert [(e["type"], e["time"], e.get("class"), e.get("kind")) for e in split[name]] == \
+               [(e["type"], e["time"], e.get("class"), e.get("kind")) for e in one[name]], name
+    assert sum(e["type"] == "beat" for e in split["long"]) > 40

@@ -415,7 +415,7 @@ def _blend_features(monitors, batches):
     return np.concatenate([rhythm.to_numpy(), shape[baseline.FEATURES[len(baseline.RR_FEATURES):]].to_numpy()], axis=1)
 
 
-def replay(model, signals, chunk_s=1.0, progress=None, blend=None) -> dict:
+def replay(model, signals, chunk_s=1.0, progress=None, blend=None, workers=1) -> dict:
     """Stream recordings through one Ward (each its own Monitor) in chunk_s pieces, as live feeds
     arrive; return {name: events}, each event as Monitor.push returns it. signals: {name: (signal, fs)}.
 
@@ -424,9 +424,17 @@ def replay(model, signals, chunk_s=1.0, progress=None, blend=None) -> dict:
     together, so 22 half-hour records replay in about a minute instead of half an hour one by one.
     progress: an optional wrapper for the steps (for example tqdm). blend: a blend.FeatureBlend for
     every monitor (Monitor's blend).
+
+    workers > 1 splits the recordings, longest first, into that many Wards, each in its own process
+    with one torch thread: the monitor's filters, rules and VF detector run in Python and NumPy on one
+    core, so a ward uses one core whatever torch's thread count. The events are the same beats, classes
+    and alarms; a beat's probabilities may differ in the last float bits, as they do between a Ward and
+    a lone Monitor (the model's batch holds other beats). progress is ignored there.
     """
     if not signals:
         return {}
+    if workers > 1 and len(signals) > 1:
+        return _replay_in_processes(model, signals, chunk_s, blend, min(workers, len(signals)))
     ward = Ward(model, blend=blend)
     for name, (_, fs) in signals.items():
         ward.add(name, fs)
@@ -439,3 +447,28 @@ def replay(model, signals, chunk_s=1.0, progress=None, blend=None) -> dict:
         for name, out in ward.push(chunks).items():
             events[name] += out
     return events
+
+
+def _replay_one_thread(model, signals, chunk_s, blend) -> dict:
+    """replay in a worker process, on one torch thread (the workers share the machine's cores)."""
+    torch.set_num_threads(1)
+    return replay(model, signals, chunk_s, blend=blend)
+
+
+def _replay_in_processes(model, signals, chunk_s, blend, workers) -> dict:
+    """replay's workers > 1: the recordings dealt longest first to the least-loaded of `workers`
+    groups, each group replayed by its own Ward in a spawned process (not forked: a fork of a process
+    whose torch/OpenMP threads have run can hang); returns {name: events} in the order of signals."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    groups, load = [dict() for _ in range(workers)], [0.0] * workers
+    for name in sorted(signals, key=lambda n: -len(signals[n][0]) / signals[n][1]):
+        lightest = int(np.argmin(load))
+        groups[lightest][name] = signals[name]
+        load[lightest] += len(signals[name][0]) / signals[name][1]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        parts = list(pool.map(_replay_one_thread, [model] * workers, groups, [chunk_s] * workers,
+                              [blend] * workers))
+    merged = {name: events for part in parts for name, events in part.items()}
+    return {name: merged[name] for name in signals}

@@ -1,0 +1,74 @@
+"""Benchmark ekg.replay on one process against several (replay's workers), wall time.
+
+Notebook 05's heaviest cells replay whole records through one Ward (the DS2 replay, the noise
+stress test's 132 noisy and 22 clean DS2 records). A Ward runs its filters, rules and VF detector
+in Python and NumPy on one core, so on a 2-core machine the second core waits. This replays the
+first --minutes of every DS2 record (optionally with electrode-motion noise at 12 dB, the noise
+stress test's hardest usable level, where the monitor finds the most false beats) once in one
+process and once split over --workers processes, and prints both wall times, their ratio, and
+whether the two gave the same events: the same beats (time and class) and alarms for every
+record, and the largest difference in a beat's probabilities.
+
+Run: .venv/bin/python benchmarks/bench_replay.py [--minutes M] [--workers N] [--noise]
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ekg.data import DS2, find_data_dir  # noqa: E402
+from ekg.models import load_model, model_path  # noqa: E402
+from ekg.monitor import nst, replay  # noqa: E402
+from ekg.signals import read_signal  # noqa: E402
+
+
+def event_keys(events) -> list:
+    """What must not change between the two replays: each event's type, time, class or alarm kind."""
+    return [(e["type"], round(float(e["time"]), 6), e.get("class"), e.get("kind")) for e in events]
+
+
+def largest_probability_difference(a, b) -> float:
+    """The largest absolute difference between the probabilities of matching beat events."""
+    diffs = [np.max(np.abs(np.array(list(e["probabilities"].values())) - np.array(list(f["probabilities"].values()))))
+             for e, f in zip(a, b) if e["type"] == "beat" and f["type"] == "beat"]
+    return float(max(diffs, default=0.0))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--noise", action="store_true", help="electrode-motion noise at 12 dB as nst adds it")
+    args = parser.parse_args()
+    data_dir = find_data_dir()
+    model = load_model(model_path("recommended"))
+    if args.noise:  # the first minutes of each record: clean 5 minutes, then nst's noisy segments
+        em, em_fs = nst.read_noise("em", 0)
+        stressed, _ = nst.stress_records(DS2, [12], em, em_fs, data_dir, minutes=args.minutes)
+        signals = {f"{r}@{snr}dB": signal for (r, snr), signal in stressed.items()}
+    else:
+        signals = {}
+        for r in DS2:
+            x, fs, _ = read_signal(data_dir / str(r))
+            signals[str(r)] = (x[: int(args.minutes * 60 * fs)], fs)
+    hours = sum(len(x) / fs for x, fs in signals.values()) / 3600
+    print(f"{len(signals)} records x {args.minutes:g} min ({hours:.1f} h of ECG){', em noise 12 dB' if args.noise else ''}; "
+          f"{os.cpu_count()} cores")
+    t0 = time.perf_counter()
+    one = replay(model, signals)
+    t_one = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    split = replay(model, signals, workers=args.workers)
+    t_split = time.perf_counter() - t0
+    print(f"one process: {t_one:.1f} s; {args.workers} processes: {t_split:.1f} s -> {t_one / t_split:.2f}x faster")
+    same = [name for name in signals if event_keys(one[name]) == event_keys(split[name])]
+    print(f"same beats, classes and alarms in {len(same)} of {len(signals)} records; "
+          f"largest probability difference {max(largest_probability_difference(one[n], split[n]) for n in signals):.1e}")
+
+
+if __name__ == "__main__":
+    main()
