@@ -3,8 +3,8 @@
 Notebook 05's heaviest cells replay whole records through one Ward (the DS2 replay, the noise
 stress test's 132 noisy and 22 clean DS2 records). A Ward runs its filters, rules and VF detector
 in Python and NumPy on one core, so on a 2-core machine the second core waits. This replays the
-first --minutes of every DS2 record (optionally with electrode-motion noise at 12 dB, the noise
-stress test's hardest usable level, where the monitor finds the most false beats) once in one
+first --minutes of every DS2 record (optionally with electrode-motion noise at 12 dB, the level
+issue 12's noise aims are set at, where the monitor also handles false beats) once in one
 process and once split over --workers processes, and prints both wall times, their ratio, and
 whether the two gave the same events: the same beats (time and class) and alarms for every
 record, and the largest difference in a beat's probabilities.

@@ -164,7 +164,7 @@ def saved_model(path, **expected):
         return None
     try:
         model = load_model(path)
-    except (ValueError, RuntimeError, KeyError):  # another architecture or other inputs
+    except (ValueError, RuntimeError, KeyError):  # not a checkpoint, another architecture or other inputs
         return None
     return model if all(model.meta.get(key) == value for key, value in expected.items()) else None
 
