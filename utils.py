@@ -14,8 +14,8 @@ from ekg.batches import BeatSet, predict
 from ekg.blend import FeatureBlend, blend_path
 from ekg.classify import (MATCH_WINDOW_S, classify_beats, classify_record, in_spans, match_beats,
                           vf_spans)
-from ekg.config import (CACHE_DIR, FAST, ON_KAGGLE, OUTPUT_ROOT, PLOTS_DIR, ROOT, SPLITS_DIR, kaggle_input,
-                        progress_bar, seed_everything)
+from ekg.config import (CACHE_DIR, FAST, ON_KAGGLE, OUTPUT_ROOT, PLOTS_DIR, ROOT, SPLITS_DIR, WORKERS,
+                        kaggle_input, progress_bar, seed_everything)
 from ekg.data import (AAMI_MAP, BEAT_SYMBOLS, CLASSES, CONTEXT, DS1, DS2, FAST_RECORDS, FS, LOCAL_RR_BEATS, PACED,
                       RECORDS, VAL_RECORDS, DataError, causal_local_rr, channel0_stats, download_mitdb,
                       find_data_dir, load_beats, load_windows, record_files, verify_files)
@@ -27,8 +27,8 @@ from ekg.metrics import EC57_LABELS, bootstrap_by_record, ec57_confusion, macro_
 from ekg.models import (ARCHITECTURES, ImageCNN, SeedCNN, SignalCNN, load_checkpoint, load_model, model_path,
                         save_model, saved_model)
 from ekg.monitor import (ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, CRITICAL_ALARMS, VF_RHYTHM_LABELS, VT_GRACE_S, Monitor,
-                         StreamingQRS, Ward, block_quality, detect_beats, replay, rhythm_spans, score_vt_alarms,
-                         vt_episodes)
+                         StreamingQRS, Ward, block_quality, detect_beats, detect_beats_variants, replay, replay_jobs,
+                         rhythm_spans, score_vt_alarms, vt_episodes)
 from ekg.signals import read_signal, refine_peaks, resample
 from ekg.splits import inter_patient_split, load_split, save_split, seed_split
 from ekg.training import class_weights, fit, get_device

@@ -9,7 +9,12 @@ process and once split over --workers processes, and prints both wall times, the
 whether the two gave the same events: the same beats (time and class) and alarms for every
 record, and the largest difference in a beat's probabilities.
 
-Run: .venv/bin/python benchmarks/bench_replay.py [--minutes M] [--workers N] [--noise]
+--folds replays the DS1 records instead, each with the cross-validation fold model that never saw
+it (models/folds/, as tune_vt_ds1.py and tune_noise_ds1.py replay them): one Ward per fold, one
+after another (how the tuning scripts replayed them before replay_jobs), against replay_jobs' one
+Ward for every fold (each model called for its own patients) on one process and on --workers.
+
+Run: .venv/bin/python benchmarks/bench_replay.py [--minutes M] [--workers N] [--noise | --folds]
 """
 import argparse
 import os
@@ -22,7 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ekg.data import DS2, find_data_dir  # noqa: E402
 from ekg.models import load_model, model_path  # noqa: E402
-from ekg.monitor import nst, replay  # noqa: E402
+from ekg.data import DS1  # noqa: E402
+from ekg.monitor import nst, replay, replay_jobs  # noqa: E402
 from ekg.signals import read_signal  # noqa: E402
 
 
@@ -38,12 +44,50 @@ def largest_probability_difference(a, b) -> float:
     return float(max(diffs, default=0.0))
 
 
+def same_events(one, other) -> str:
+    """How far two replays of the same recordings agree, as one line."""
+    same = [name for name in one if event_keys(one[name]) == event_keys(other[name])]
+    return (f"same beats, classes and alarms in {len(same)} of {len(one)} records; largest probability "
+            f"difference {max(largest_probability_difference(one[n], other[n]) for n in one):.1e}")
+
+
+def folds(minutes, workers):
+    """--folds: the DS1 records with their fold models, fold by fold against replay_jobs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import tune_vt_ds1
+
+    data_dir = find_data_dir()
+    jobs = [(model, {r: (read_signal(data_dir / str(r))[0][: int(minutes * 60 * 360)], 360.0) for r in held}, None)
+            for model, held, _, _ in tune_vt_ds1.fold_models(DS1)]
+    hours = sum(len(x) / fs for _, signals, _ in jobs for x, fs in signals.values()) / 3600
+    print(f"{sum(len(s) for _, s, _ in jobs)} DS1 records x {minutes:g} min ({hours:.1f} h of ECG), {len(jobs)} fold "
+          f"models; {os.cpu_count()} cores")
+    t0 = time.perf_counter()
+    by_fold = {}
+    for model, signals, _ in jobs:
+        by_fold.update(replay(model, signals))
+    t_fold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    together = replay_jobs(jobs)
+    t_together = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    split = replay_jobs(jobs, workers=workers)
+    t_split = time.perf_counter() - t0
+    print(f"a Ward per fold, one after another: {t_fold:.1f} s; replay_jobs, one Ward: {t_together:.1f} s "
+          f"({t_fold / t_together:.2f}x); replay_jobs on {workers} processes: {t_split:.1f} s ({t_fold / t_split:.2f}x)")
+    print(f"one Ward against a Ward per fold: {same_events(by_fold, together)}")
+    print(f"{workers} processes against a Ward per fold: {same_events(by_fold, split)}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--noise", action="store_true", help="electrode-motion noise at 12 dB as nst adds it")
+    parser.add_argument("--folds", action="store_true", help="DS1 with the fold models: replay_jobs against a Ward per fold")
     args = parser.parse_args()
+    if args.folds:
+        return folds(args.minutes, args.workers)
     data_dir = find_data_dir()
     model = load_model(model_path("recommended"))
     if args.noise:  # the first minutes of each record: clean 5 minutes, then nst's noisy segments
@@ -65,9 +109,7 @@ def main():
     split = replay(model, signals, workers=args.workers)
     t_split = time.perf_counter() - t0
     print(f"one process: {t_one:.1f} s; {args.workers} processes: {t_split:.1f} s -> {t_one / t_split:.2f}x faster")
-    same = [name for name in signals if event_keys(one[name]) == event_keys(split[name])]
-    print(f"same beats, classes and alarms in {len(same)} of {len(signals)} records; "
-          f"largest probability difference {max(largest_probability_difference(one[n], split[n]) for n in signals):.1e}")
+    print(same_events(one, split))
 
 
 if __name__ == "__main__":

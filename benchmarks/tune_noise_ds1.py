@@ -26,7 +26,8 @@ candidates that keep at least 95% of the ungated rules' true rate alarms on clea
 
 --quick replays no gates, each gate alone and both (0.6 for VT, 0.7 for the rate) beside ALARM_THRESHOLDS';
 --rules compares, with the same noise, the VT rule chosen before the live replay with today's (RULES);
---records limits it to some DS1 patients (notebook 05's fast mode).
+--records limits it to some DS1 patients (notebook 05's fast mode). The replays and the candidates run
+in config.WORKERS processes (EKG_WORKERS), with the results of one.
 --blend replays the monitor with each fold's CNN + feature-model blend (tune_vt_ds1.py --blend), and
 --vt-min-p-v sets the VT rule's p(V) gate (the blend's own, as tune_vt_ds1.py --blend chooses it);
 --agreement reads the VT rule's p(V) gate as the smaller of the CNN's and the blend's p(V) at the
@@ -46,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tune_vt_ds1 as vt  # noqa: E402
 from ekg import config  # noqa: E402
 from ekg.data import FS, load_beats  # noqa: E402
-from ekg.monitor import ALARM_THRESHOLDS, nst, replay as monitor_replay  # noqa: E402
+from ekg.monitor import ALARM_THRESHOLDS, nst, replay_jobs  # noqa: E402
 from ekg.monitor.alarms import score_vt_alarms  # noqa: E402
 
 SNRS_DB = (12, 6, 0)
@@ -71,11 +72,12 @@ def noisy_replay(records, with_blend=False) -> tuple:
     if path.is_file():
         return pd.read_pickle(path)
     noise, noise_fs = nst.read_noise(*NOISE)
-    events, spans = {}, {}
+    jobs, spans = [], {}
     for model, held, _, fold_blend in folds:
         signals, fold_spans = nst.stress_records(held, SNRS_DB, noise, noise_fs)
         spans.update(fold_spans)
-        events.update(monitor_replay(model, signals, chunk_s=1.0, blend=fold_blend))
+        jobs.append((model, signals, fold_blend))
+    events = replay_jobs(jobs, chunk_s=1.0, workers=config.WORKERS)  # as tune_vt_ds1.live_replay
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.to_pickle((events, spans), path)
     return events, spans
@@ -127,6 +129,24 @@ def score(streams, episodes, flutter, rates, setting, spans=None) -> dict:
                 else:
                     out[f"false {kind}"] += 1
     return out
+
+
+def candidate_row(setting, clean, noisy, episodes, flutter, rates, spans) -> dict:
+    """One table row: a setting of the gates replayed on the clean and the noisy live beats, scored."""
+    row = dict(setting)
+    on_clean = score(clean, episodes, flutter, rates, setting)
+    row.update({"VT episodes (clean)": on_clean["VT episodes"], "true rate alarms (clean)": on_clean["true rate alarms"]})
+    false = {k: on_clean[k] for k in ("false VT", "false tachycardia", "false bradycardia")}
+    row["false, clean"] = sum(false.values())
+    for snr in SNRS_DB:
+        part = score({k: v for k, v in noisy.items() if k[1] == snr}, episodes, flutter, rates, setting, spans)
+        row[f"false in noise {snr} dB"] = part["false VT"] + part["false tachycardia"] + part["false bradycardia"]
+        row[f"of which VT {snr} dB"] = part["false VT"]
+        for k in false:
+            false[k] += part[k]
+    row.update({f"{k} (all)": v for k, v in false.items()})
+    row["false alarms (all)"] = sum(false.values())
+    return row
 
 
 #: --rules: the VT rule chosen before the live replay (on the reference beats' out-of-fold
@@ -209,25 +229,10 @@ def main():
         return
     print(f"the monitor with {'each fold CNN blended with its fold GBM (--blend)' if args.blend else 'each fold CNN alone'}"
           + (f"; the VT rule's p(V) gate set to {args.vt_min_p_v:g}" if args.vt_min_p_v is not None else ""))
-    rows = []
-    for setting in vt.candidates(quick_grid() if args.quick else GRID):
-        if args.vt_min_p_v is not None:
-            setting = {**setting, "vt_min_p_v": args.vt_min_p_v}
-        row = dict(setting)
-        on_clean = score(clean, episodes, flutter, rates, setting)
-        row.update({"VT episodes (clean)": on_clean["VT episodes"], "true rate alarms (clean)": on_clean["true rate alarms"]})
-        false = {k: on_clean[k] for k in ("false VT", "false tachycardia", "false bradycardia")}
-        row["false, clean"] = sum(false.values())
-        for snr in SNRS_DB:
-            part = score({k: v for k, v in noisy.items() if k[1] == snr}, episodes, flutter, rates, setting, spans)
-            row[f"false in noise {snr} dB"] = part["false VT"] + part["false tachycardia"] + part["false bradycardia"]
-            row[f"of which VT {snr} dB"] = part["false VT"]
-            for k in false:
-                false[k] += part[k]
-        row.update({f"{k} (all)": v for k, v in false.items()})
-        row["false alarms (all)"] = sum(false.values())
-        rows.append(row)
-    table = pd.DataFrame(rows)
+    settings = vt.candidates(quick_grid() if args.quick else GRID)
+    if args.vt_min_p_v is not None:
+        settings = [{**setting, "vt_min_p_v": args.vt_min_p_v} for setting in settings]
+    table = pd.DataFrame(vt.candidate_rows(candidate_row, settings, clean, noisy, episodes, flutter, rates, spans))
     ungated = table[(table["vt_min_similarity"] <= -1) & (table["rate_min_similarity"] <= -1)].iloc[0]
     table["keeps 95% of true rate alarms"] = table["true rate alarms (clean)"] >= RATE_KEPT * ungated["true rate alarms (clean)"]
     ok = table[(table["VT episodes (clean)"] == table["VT episodes (clean)"].max()) & table["keeps 95% of true rate alarms"]]

@@ -37,7 +37,8 @@ the signal-quality guard (the rules replayed alone alarm it), the similarity gat
 too few beats called V, or the rate.
 
 The live replay is cached (data/cache/vt_live/, keyed by the fold models, the thresholds, the records
-and the monitor's code). --records limits it to some DS1 patients (notebook 05's fast mode).
+and the monitor's code) and runs the folds in config.WORKERS processes (EKG_WORKERS; every core by
+default), with the events of one. --records limits it to some DS1 patients (notebook 05's fast mode).
 Run: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/tune_vt_ds1.py [--quick] [--blend] [--records 205 215]
 """
 import argparse
@@ -61,7 +62,7 @@ from ekg import ensemble  # noqa: E402
 from ekg.blend import FeatureBlend, blend_path  # noqa: E402
 from ekg.cv import cv_records  # noqa: E402
 from ekg.models import load_model, model_path  # noqa: E402
-from ekg.monitor import ALARM_THRESHOLDS, VF_RHYTHM_LABELS, Monitor, replay as monitor_replay  # noqa: E402
+from ekg.monitor import ALARM_THRESHOLDS, VF_RHYTHM_LABELS, Monitor, replay_jobs  # noqa: E402
 from ekg.monitor.alarms import rhythm_spans, score_vt_alarms, vt_episodes  # noqa: E402
 from ekg.signals import read_signal  # noqa: E402
 
@@ -133,10 +134,9 @@ def live_replay(records, with_blend=False) -> dict:
     if path.is_file():
         return pd.read_pickle(path)
     data_dir = find_data_dir()
-    events = {}
-    for model, held, _, fold_blend in folds:
-        signals = {r: read_signal(data_dir / str(r))[:2] for r in held}
-        events.update(monitor_replay(model, signals, chunk_s=1.0, blend=fold_blend))
+    # one job per fold, split over config.WORKERS processes: the same events as one process
+    events = replay_jobs([(model, {r: read_signal(data_dir / str(r))[:2] for r in held}, fold_blend)
+                          for model, held, _, fold_blend in folds], chunk_s=1.0, workers=config.WORKERS)
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.to_pickle(events, path)
     return events
@@ -239,6 +239,32 @@ def candidates(grid) -> list:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
+def candidate_rows(row, settings, *data, workers=None) -> list:
+    """Return [row(setting, *data) for setting in settings], the settings split into config.WORKERS
+    (or workers) spawned processes, each given data once: the rules replay is pure Python, one core
+    per process, and each row depends on its setting alone. row must be a module-level function."""
+    workers = config.WORKERS if workers is None else workers
+    if workers <= 1 or len(settings) < 2:
+        return [row(setting, *data) for setting in settings]
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    parts = [list(part) for part in np.array_split(np.arange(len(settings)), min(workers, len(settings)))]
+    with ProcessPoolExecutor(len(parts), mp_context=get_context("spawn")) as pool:
+        done = pool.map(_rows, [row] * len(parts), [[settings[i] for i in part] for part in parts],
+                        [data] * len(parts))
+        return [r for chunk in done for r in chunk]
+
+
+def _rows(row, settings, data) -> list:
+    return [row(setting, *data) for setting in settings]
+
+
+def candidate_row(setting, streams, episodes, flutter, hours) -> dict:
+    """One table row: a setting of the VT rule replayed on every patient's live beats, scored."""
+    return {**setting, **score({r: rules_replay(b, setting) for r, b in streams.items()}, episodes, flutter, hours)}
+
+
 def parse_args(description, quick_help, tuned, extra=None) -> tuple:
     """The tuning scripts' command line (--quick, --records, and what extra(parser) adds); returns
     (args, the DS1 records to replay)."""
@@ -272,10 +298,8 @@ def main():
     print(f"\nThe live monitor out of fold, ALARM_THRESHOLDS' rule {current}:\n"
           f"  {live['episodes alarmed']} of {n_episodes} episodes alarmed; {live['false VT announced']} false VT alarms "
           f"announced ({live['false VT / patient-hour']:.2f} per patient-hour; records {live['records with false VT'] or '-'})")
-    rows = []
-    for setting in candidates(quick_grid() if args.quick else GRID):
-        alarms = {r: rules_replay(b, setting) for r, b in streams.items()}
-        rows.append({**setting, **score(alarms, episodes, flutter, hours)})
+    rows = candidate_rows(candidate_row, candidates(quick_grid() if args.quick else GRID), streams, episodes, flutter,
+                          hours)
     table = pd.DataFrame(rows)
     table["meets 0.2/h"] = table["false VT / patient-hour"] <= AIM_FALSE_PER_HOUR
     # the stated choice: most episodes, then fewest announced false alarms, then the least strict rule

@@ -24,7 +24,7 @@ use, so `import ekg` stays cheap and `from ekg.monitor import Monitor` imports o
 from importlib import import_module
 
 _PUBLIC = {
-    "config": ["ROOT", "FAST", "RETRAIN", "ON_KAGGLE", "kaggle_input", "seed_everything"],
+    "config": ["ROOT", "FAST", "RETRAIN", "WORKERS", "ON_KAGGLE", "kaggle_input", "seed_everything"],
     "data": ["FS", "RECORDS", "DS1", "DS2", "PACED", "VAL_RECORDS", "FAST_RECORDS", "CLASSES", "AAMI_MAP",
              "BEAT_SYMBOLS", "CONTEXT", "LOCAL_RR_BEATS", "DataError", "verify_files", "record_files",
              "download_mitdb", "find_data_dir", "causal_local_rr", "load_beats", "load_windows", "channel0_stats"],
@@ -43,8 +43,9 @@ _PUBLIC = {
     "blend": ["FeatureBlend", "blend_path", "blend_probs"],
     "classify": ["MATCH_WINDOW_S", "match_beats", "vf_spans", "in_spans", "classify_beats", "classify_record"],
     "monitor": ["ALARM_PRIORITY", "ALARM_THRESHOLDS", "ARRHYTHMIA_ALARMS", "CRITICAL_ALARMS", "StreamingQRS",
-                "detect_beats", "block_quality", "Monitor", "Ward", "VFDetector", "detect_vf", "VT_GRACE_S",
-                "VF_RHYTHM_LABELS", "rhythm_spans", "score_vt_alarms", "vt_episodes", "replay"],
+                "detect_beats", "detect_beats_variants", "block_quality", "Monitor", "Ward", "VFDetector", "detect_vf",
+                "VT_GRACE_S", "VF_RHYTHM_LABELS", "rhythm_spans", "score_vt_alarms", "vt_episodes", "replay",
+                "replay_jobs"],
 }
 _WHERE = {name: module for module, names in _PUBLIC.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -28,6 +28,12 @@ FAST = os.environ.get("EKG_FAST", "0") not in ("", "0", "false", "False")
 RETRAIN = os.environ.get("EKG_RETRAIN", "0") not in ("", "0", "false", "False")
 
 
+#: Processes for the work that splits by recording (monitor replays, detector runs): EKG_WORKERS, else
+#: every core the machine has (2 here, 4 on Kaggle), else 1 in fast mode, where starting the processes
+#: would cost more than they save. The results are the same for any number (tests check it).
+WORKERS = max(int(os.environ.get("EKG_WORKERS") or (1 if FAST else os.cpu_count() or 1)), 1)
+
+
 def kaggle_input() -> Path:
     """Return where Kaggle mounts attached data sets ($EKG_KAGGLE_INPUT lets tests fake it)."""
     return Path(os.environ.get("EKG_KAGGLE_INPUT", "/kaggle/input"))

@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 
 from ekg.classify import match_beats
 from ekg.data import find_data_dir, load_beats
-from ekg.monitor import StreamingQRS, detect_beats
+from ekg.monitor import StreamingQRS, detect_beats, detect_beats_variants
 from ekg.signals import read_signal, resample
 from helpers import stream, stream_in_pieces
 
@@ -78,6 +78,20 @@ def test_detection_on_hard_records(record, se, ppv):
 def test_detect_beats_offline_equals_the_stream(rec100):
     # detect_beats feeds 10-s chunks; the stream result does not depend on chunk size
     assert list(detect_beats(rec100, 360)) == stream(StreamingQRS(), rec100, 360)
+
+
+def test_detect_beats_variants_gives_each_record_and_setting_its_own_peaks(rec100, rec208):
+    # notebook 05's sensitivity table: every record with every setting, here or in processes
+    signals = {"100": (rec100[: 360 * 60], 360), "208": (rec208[: 360 * 60], 360),
+               "208 at 250 Hz": (resample(rec208[: 360 * 60], 360, 250), 250)}
+    variants = [{}, {"R_SEARCH_END_S": 0.12}]
+    for workers in (1, 2):
+        found = detect_beats_variants(signals, variants, workers=workers)
+        assert len(found) == 2 and all(list(f) == list(signals) for f in found), workers
+        for settings, peaks in zip(variants, found):
+            for name, (x, fs) in signals.items():
+                assert list(peaks[name]) == list(detect_beats(x, fs, **settings)), (workers, settings, name)
+    assert list(found[0]["208"]) != list(found[1]["208"])  # the settings reach the detector
 
 
 def test_missing_samples_hold_no_beat(rec100):

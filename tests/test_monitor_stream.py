@@ -1,7 +1,10 @@
 """The Monitor and the Ward: beat events equal to offline classification, any sampling rate and chunk
 size, bounded delay and memory, bad input."""
+import copy
+
 import numpy as np
 import pytest
+import torch
 import wfdb
 from hypothesis import given, strategies as st
 
@@ -9,7 +12,7 @@ from ekg.classify import classify_beats
 from ekg.data import CLASSES, CONTEXT, find_data_dir, load_beats
 from ekg.features import TEMPLATE_BEATS
 from ekg.models import decide, load_model, model_path
-from ekg.monitor import Monitor, Ward, replay
+from ekg.monitor import Monitor, Ward, replay, replay_jobs
 from ekg.signals import read_signal, resample
 from helpers import beats_of, probabilities, stream, stream_in_pieces
 
@@ -249,3 +252,24 @@ def test_replay_split_over_processes_gives_every_record_its_own_events(model, re
         assert [(e["type"], e["time"], e.get("class"), e.get("kind")) for e in split[name]] == \
                [(e["type"], e["time"], e.get("class"), e.get("kind")) for e in one[name]], name
     assert sum(e["type"] == "beat" for e in split["long"]) > 40
+
+
+def test_replay_jobs_replays_each_job_with_its_own_model_in_and_out_of_processes(model, rec100):
+    # replay_jobs takes one model per job (a cross-validation fold's model for its patients): a record
+    # must get its own job's model whether the jobs run here or are split over processes
+    x = rec100[: 360 * 30]
+    q_model = copy.deepcopy(model)  # other weights: its output layer says Q whatever the beat
+    with torch.no_grad():
+        [layer for layer in q_model.modules() if isinstance(layer, torch.nn.Linear)][-1].bias[CLASSES.index("Q")] += 100
+    jobs = [(model, {"a": (x, 360), "b": (x[: 360 * 20], 360)}, None), (q_model, {"c": (x, 360)}, None)]
+    alone = replay(model, {"a": (x, 360)})["a"]
+    for workers in (1, 2):
+        out = replay_jobs(jobs, workers=workers)
+        assert list(out) == ["a", "b", "c"], workers
+        assert [(e["type"], e["time"], e.get("class")) for e in out["a"]] == \
+               [(e["type"], e["time"], e.get("class")) for e in alone], workers
+        classes_c = [e["class"] for e in out["c"] if e["type"] == "beat"]
+        assert len(classes_c) > 20 and set(classes_c) == {"Q"}, workers
+        assert "Q" not in {e["class"] for e in out["b"] if e["type"] == "beat"}, workers
+    with pytest.raises(ValueError, match="more than one job"):
+        replay_jobs([(model, {"a": (x, 360)}, None), (q_model, {"a": (x, 360)}, None)])

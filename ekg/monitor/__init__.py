@@ -12,11 +12,11 @@ notebooks' utils.
 """
 from .alarms import (ALARM_PRIORITY, ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, CRITICAL_ALARMS, NEVER_SUPPRESSED, VF_RHYTHM_LABELS,
                      VT_GRACE_S, AlarmRules, rhythm_spans, score_vt_alarms, vt_episodes)
-from .qrs import StreamingQRS, detect_beats
+from .qrs import StreamingQRS, detect_beats, detect_beats_variants
 from .quality import block_quality
-from .stream import Monitor, Ward, replay
+from .stream import Monitor, Ward, replay, replay_jobs
 from .vf import VF_SETTINGS, VFDetector, detect_vf
 
 __all__ = ["ALARM_PRIORITY", "ALARM_THRESHOLDS", "ARRHYTHMIA_ALARMS", "CRITICAL_ALARMS", "NEVER_SUPPRESSED",
            "VF_RHYTHM_LABELS", "VT_GRACE_S", "AlarmRules", "rhythm_spans", "score_vt_alarms", "vt_episodes", "StreamingQRS",
-           "detect_beats", "block_quality", "Monitor", "Ward", "replay", "VF_SETTINGS", "VFDetector", "detect_vf"]
+           "detect_beats", "detect_beats_variants", "block_quality", "Monitor", "Ward", "replay", "replay_jobs", "VF_SETTINGS", "VFDetector", "detect_vf"]

@@ -269,3 +269,27 @@ def detect_beats(signal, fs, **settings) -> np.ndarray:
     signal = np.asarray(signal, dtype=np.float32)
     peaks = [p for i in range(0, len(signal), step) for p in detector.feed(signal[i:i + step])]
     return np.asarray(peaks, dtype=int)
+
+
+def detect_beats_variants(signals, variants=({},), workers=1) -> list:
+    """Return [{name: R peaks}], one dict per settings dict of variants (StreamingQRS constants, {} as
+    used), from detect_beats on each signal of {name: (signal, fs)}.
+
+    workers > 1 runs the recordings in that many spawned processes (one pool for every variant, so
+    the processes start once): the detector is pure Python and NumPy, one core per recording, and
+    the peaks are the same however the work is split."""
+    names = list(signals)
+    if workers <= 1 or len(names) <= 1:
+        per_record = [_detect_each_variant(*signals[n], variants) for n in names]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(min(workers, len(names)), mp_context=get_context("spawn")) as pool:
+            per_record = list(pool.map(_detect_each_variant, [signals[n][0] for n in names],
+                                       [signals[n][1] for n in names], [variants] * len(names)))
+    return [{n: peaks[k] for n, peaks in zip(names, per_record)} for k in range(len(variants))]
+
+
+def _detect_each_variant(signal, fs, variants) -> list:
+    return [detect_beats(signal, fs, **settings) for settings in variants]

@@ -296,8 +296,16 @@ class Ward:
             blend.check(model)
         self.model, self.device, self.blend, self.monitors = model, device, blend, {}
 
-    def add(self, patient, fs, **kwargs) -> Monitor:
-        self.monitors[patient] = Monitor(self.model, fs, device=self.device, blend=self.blend, **kwargs)
+    def add(self, patient, fs, model=None, blend=None, **kwargs) -> Monitor:
+        """Admit a patient; return their Monitor (kwargs as Monitor takes them). model (with blend, or
+        none): this patient's own model instead of the ward's, for example a cross-validation fold's
+        model for the patients it never saw; the ward calls each model once per push for its patients."""
+        if model is None:
+            model = self.model
+            blend = self.blend if blend is None else blend
+        if blend is not None and blend is not self.blend:
+            blend.check(model)
+        self.monitors[patient] = Monitor(model, fs, device=self.device, blend=blend, **kwargs)
         return self.monitors[patient]
 
     def push(self, chunks) -> dict:
@@ -331,22 +339,32 @@ def _push_many(monitors, chunks) -> list:
         for i, windows in zip(idx, found):
             vf_windows[i] = windows
     batches = [m._ready_beats() if len(y) else None for m, (_, y) in zip(monitors, staged)]
-    ready = [i for i, b in enumerate(batches) if b]
+    by_rate = {}
+    for i, b in enumerate(batches):
+        if b:
+            by_rate.setdefault(monitors[i].model_fs, []).append(i)
     probs = [None] * len(monitors)
-    if ready:
+    for ready in by_rate.values():
+        # the beats' inputs once for every patient; then one model call per model (a ward may serve
+        # patients with different models: replay_jobs' cross-validation folds) and per blend
         inputs = _ward_inputs([monitors[i] for i in ready], [batches[i] for i in ready])
         contexts = np.concatenate([batches[i]["context"] for i in ready])
-        model = monitors[ready[0]].model
         data = BeatSet.from_arrays(contexts, inputs, np.zeros(len(contexts), np.int64))
-        out = predict(model, data, model.meta["input"], monitors[ready[0]].device)
-        blended = [k for k, i in enumerate(ready) if monitors[i].blend is not None]
-        if blended:  # one feature model call for all the monitors with a blend (a ward shares one)
-            rows = np.split(np.arange(len(out)), np.cumsum([len(batches[i]["context"]) for i in ready])[:-1])
-            at = np.concatenate([rows[k] for k in blended])
-            features = _blend_features([monitors[ready[k]] for k in blended], [batches[ready[k]] for k in blended])
-            out[at] = monitors[ready[blended[0]]].blend.probs(out[at], features)
-        for i, p in zip(ready, np.split(out, np.cumsum([len(batches[i]["context"]) for i in ready])[:-1])):
-            probs[i] = p
+        beat_of = np.repeat(np.arange(len(ready)), [len(batches[i]["context"]) for i in ready])
+        by_model = {}
+        for k, i in enumerate(ready):
+            m = monitors[i]
+            by_model.setdefault((id(m.model), id(m.blend), str(m.device)), []).append(k)
+        for ks in by_model.values():
+            first = monitors[ready[ks[0]]]
+            part = data if len(by_model) == 1 else data.subset(np.isin(beat_of, ks))
+            out = predict(first.model, part, first.model.meta["input"], first.device)
+            if first.blend is not None:  # one feature model call for the monitors sharing this blend
+                out = first.blend.probs(out, _blend_features([monitors[ready[k]] for k in ks],
+                                                             [batches[ready[k]] for k in ks]))
+            sizes = [len(batches[ready[k]]["context"]) for k in ks]
+            for k, p in zip(ks, np.split(out, np.cumsum(sizes)[:-1])):
+                probs[ready[k]] = p
     return [events + m._vf_alarms(w) + m._finish(b, p)
             for m, (events, _), w, b, p in zip(monitors, staged, vf_windows, batches, probs)]
 
@@ -431,44 +449,67 @@ def replay(model, signals, chunk_s=1.0, progress=None, blend=None, workers=1) ->
     and alarms; a beat's probabilities may differ in the last float bits, as they do between a Ward and
     a lone Monitor (the model's batch holds other beats). progress is ignored there.
     """
-    if not signals:
+    return replay_jobs([(model, signals, blend)], chunk_s, workers, progress)
+
+
+def replay_jobs(jobs, chunk_s=1.0, workers=1, progress=None) -> dict:
+    """Replay several sets of recordings, each with its own model, on one Ward: jobs is [(model,
+    signals, blend)] (signals and blend as replay takes them, the names unique across jobs), for
+    example one job per cross-validation fold, each fold's patients with the model that never saw
+    them. Returns {name: events} in the jobs' order: the events replay gives each job alone.
+
+    The ward runs the filters, the VF detector and the beats' inputs once for every patient and each
+    model once per push for its own patients, so a fold of four patients costs far less than on a
+    ward of its own. workers > 1 deals the recordings of every job, longest first, to that many
+    Wards in spawned processes, as replay does."""
+    names = [name for _, signals, _ in jobs for name in signals]
+    if len(set(names)) < len(names):
+        repeated = sorted({str(n) for n in names if names.count(n) > 1})
+        raise ValueError(f"recordings named in more than one job: {repeated}; their events would overwrite each other")
+    if not names:
         return {}
-    if workers > 1 and len(signals) > 1:
-        return _replay_in_processes(model, signals, chunk_s, blend, min(workers, len(signals)))
-    ward = Ward(model, blend=blend)
-    for name, (_, fs) in signals.items():
-        ward.add(name, fs)
-    events = {name: [] for name in signals}
-    longest = max(len(x) / fs for x, fs in signals.values())
+    if workers > 1 and len(names) > 1:
+        return _replay_in_processes(jobs, chunk_s, workers)
+    ward = Ward(jobs[0][0])
+    everything = {}
+    for model, signals, blend in jobs:
+        for name, (x, fs) in signals.items():
+            ward.add(name, fs, model=model, blend=blend)
+            everything[name] = (x, fs)
+    events = {name: [] for name in everything}
+    longest = max(len(x) / fs for x, fs in everything.values())
     steps = range(int(np.ceil(longest / chunk_s)))
     for step in (progress(steps) if progress else steps):
         chunks = {name: x[int(step * chunk_s * fs):int((step + 1) * chunk_s * fs)]
-                  for name, (x, fs) in signals.items()}
+                  for name, (x, fs) in everything.items()}
         for name, out in ward.push(chunks).items():
             events[name] += out
     return events
 
 
-def _replay_one_thread(model, signals, chunk_s, blend) -> dict:
-    """replay in a worker process, on one torch thread (the workers share the machine's cores)."""
+def _replay_one_thread(jobs, chunk_s) -> dict:
+    """replay_jobs in a worker process, on one torch thread (the workers share the machine's cores)."""
     torch.set_num_threads(1)
-    return replay(model, signals, chunk_s, blend=blend)
+    return replay_jobs(jobs, chunk_s)
 
 
-def _replay_in_processes(model, signals, chunk_s, blend, workers) -> dict:
-    """replay's workers > 1: the recordings dealt longest first to the least-loaded of `workers`
-    groups, each group replayed by its own Ward in a spawned process (not forked: a fork of a process
-    whose torch/OpenMP threads have run can hang); returns {name: events} in the order of signals."""
+def _replay_in_processes(jobs, chunk_s, workers) -> dict:
+    """replay_jobs' (and replay's) workers > 1: every job's recordings dealt longest first to the
+    least-loaded of `workers` groups, each group replayed by its own Ward (its recordings keeping
+    their job's model) in a spawned process (not forked: a fork of a process whose torch/OpenMP
+    threads have run can hang); returns {name: events} in the order of the jobs' signals."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    groups, load = [dict() for _ in range(workers)], [0.0] * workers
-    for name in sorted(signals, key=lambda n: -len(signals[n][0]) / signals[n][1]):
+    recordings = [(len(x) / fs, k, name) for k, (_, signals, _) in enumerate(jobs) for name, (x, fs) in signals.items()]
+    workers = min(workers, len(recordings))
+    groups, load = [{} for _ in range(workers)], [0.0] * workers  # each group: {job index: {name: signal}}
+    for seconds, k, name in sorted(recordings, key=lambda rec: -rec[0]):
         lightest = int(np.argmin(load))
-        groups[lightest][name] = signals[name]
-        load[lightest] += len(signals[name][0]) / signals[name][1]
+        groups[lightest].setdefault(k, {})[name] = jobs[k][1][name]
+        load[lightest] += seconds
+    group_jobs = [[(jobs[k][0], signals, jobs[k][2]) for k, signals in group.items()] for group in groups]
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        parts = list(pool.map(_replay_one_thread, [model] * workers, groups, [chunk_s] * workers,
-                              [blend] * workers))
+        parts = list(pool.map(_replay_one_thread, group_jobs, [chunk_s] * workers))
     merged = {name: events for part in parts for name, events in part.items()}
-    return {name: merged[name] for name in signals}
+    return {name: merged[name] for _, signals, _ in jobs for name in signals}
