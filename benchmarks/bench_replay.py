@@ -1,7 +1,7 @@
 """Benchmark ekg.replay on one process against several (replay's workers), wall time.
 
 Notebook 05's heaviest cells replay whole records through one Ward (the DS2 replay, the noise
-stress test's 132 noisy and 22 clean DS2 records). A Ward runs its filters, rules and VF detector
+stress test's 132 noisy DS2 records). A Ward runs its filters, rules and VF detector
 in Python and NumPy on one core, so on a 2-core machine the second core waits. This replays the
 first --minutes of every DS2 record (optionally with electrode-motion noise at 12 dB, the level
 issue 12's noise aims are set at, where the monitor also handles false beats) once in one
