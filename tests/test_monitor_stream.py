@@ -8,6 +8,7 @@ import torch
 import wfdb
 from hypothesis import given, strategies as st
 
+from ekg.blend import FeatureBlend, blend_path
 from ekg.classify import classify_beats
 from ekg.data import CLASSES, CONTEXT, find_data_dir, load_beats
 from ekg.features import TEMPLATE_BEATS
@@ -273,3 +274,6 @@ def test_replay_jobs_replays_each_job_with_its_own_model_in_and_out_of_processes
         assert "Q" not in {e["class"] for e in out["b"] if e["type"] == "beat"}, workers
     with pytest.raises(ValueError, match="more than one job"):
         replay_jobs([(model, {"a": (x, 360)}, None), (q_model, {"a": (x, 360)}, None)])
+    shipped = FeatureBlend.load(blend_path())  # chosen with the recommended model, not with q_model
+    with pytest.raises(ValueError, match="chosen with the CNN"):
+        Ward(model, blend=shipped).add("bed 1", 360, model=q_model, blend=shipped)

@@ -297,14 +297,13 @@ class Ward:
         self.model, self.device, self.blend, self.monitors = model, device, blend, {}
 
     def add(self, patient, fs, model=None, blend=None, **kwargs) -> Monitor:
-        """Admit a patient; return their Monitor (kwargs as Monitor takes them). model (with blend, or
-        none): this patient's own model instead of the ward's, for example a cross-validation fold's
-        model for the patients it never saw; the ward calls each model once per push for its patients."""
+        """Admit a patient; return their Monitor (kwargs as Monitor takes them). model: this patient's
+        own model instead of the ward's, for example a cross-validation fold's model for the patients
+        it never saw, with the blend given here (none by default, never the ward's); the ward calls
+        each model once per push for its own patients. A blend chosen with another model is refused."""
         if model is None:
             model = self.model
             blend = self.blend if blend is None else blend
-        if blend is not None and blend is not self.blend:
-            blend.check(model)
         self.monitors[patient] = Monitor(model, fs, device=self.device, blend=blend, **kwargs)
         return self.monitors[patient]
 
