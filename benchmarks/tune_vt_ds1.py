@@ -239,21 +239,16 @@ def candidates(grid) -> list:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
-def candidate_rows(row, settings, *data, workers=None) -> list:
-    """Return [row(setting, *data) for setting in settings], the settings split into config.WORKERS
-    (or workers) spawned processes, each given data once: the rules replay is pure Python, one core
-    per process, and each row depends on its setting alone. row must be a module-level function."""
-    workers = config.WORKERS if workers is None else workers
-    if workers <= 1 or len(settings) < 2:
-        return [row(setting, *data) for setting in settings]
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+def candidate_rows(row, settings, *data) -> list:
+    """Return [row(setting, *data) for setting in settings], the settings split over config.WORKERS
+    processes (joblib), each given data once: the rules replay is pure Python, one core per process,
+    and each row depends on its setting alone."""
+    from joblib import Parallel, delayed
 
-    parts = [list(part) for part in np.array_split(np.arange(len(settings)), min(workers, len(settings)))]
-    with ProcessPoolExecutor(len(parts), mp_context=get_context("spawn")) as pool:
-        done = pool.map(_rows, [row] * len(parts), [[settings[i] for i in part] for part in parts],
-                        [data] * len(parts))
-        return [r for chunk in done for r in chunk]
+    parts = np.array_split(np.arange(len(settings)), max(min(config.WORKERS, len(settings)), 1))
+    done = Parallel(n_jobs=len(parts), max_nbytes=None)(
+        delayed(_rows)(row, [settings[i] for i in part], data) for part in parts)
+    return [r for chunk in done for r in chunk]
 
 
 def _rows(row, settings, data) -> list:

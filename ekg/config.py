@@ -31,7 +31,16 @@ RETRAIN = os.environ.get("EKG_RETRAIN", "0") not in ("", "0", "false", "False")
 #: Processes for the work that splits by recording (monitor replays, detector runs): EKG_WORKERS, else
 #: every core the machine has (2 here, 4 on Kaggle), else 1 in fast mode, where starting the processes
 #: would cost more than they save. The results are the same for any number (tests check it).
-WORKERS = max(int(os.environ.get("EKG_WORKERS") or (1 if FAST else os.cpu_count() or 1)), 1)
+def _workers() -> int:
+    value = os.environ.get("EKG_WORKERS", "")
+    if not value:
+        return 1 if FAST else os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"EKG_WORKERS must be a whole number of processes, 1 or more, not {value!r}")
+    return int(value)
+
+
+WORKERS = _workers()
 
 
 def kaggle_input() -> Path:

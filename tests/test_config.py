@@ -40,3 +40,16 @@ def test_progress_bars_go_off_when_tqdm_disable_is_set(monkeypatch, value, off):
     monkeypatch.setattr("tqdm.auto.tqdm", Bar)
     bar = config.progress_bar(range(3), desc="folds", disable=False)
     assert bar.kw["disable"] is off and bar.kw["desc"] == "folds"
+
+
+@pytest.mark.parametrize("value, workers", [("", 1), ("3", 3), ("1", 1)])
+def test_workers_follow_the_environment_and_default_to_one_in_fast_mode(monkeypatch, value, workers):
+    monkeypatch.setenv("EKG_WORKERS", value)
+    assert config._workers() == workers  # the tests run in fast mode: one process unless told
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1", "1.5"])
+def test_a_bad_worker_count_is_refused_with_its_name(monkeypatch, value):
+    monkeypatch.setenv("EKG_WORKERS", value)
+    with pytest.raises(ValueError, match="EKG_WORKERS"):
+        config._workers()

@@ -275,19 +275,14 @@ def detect_beats_variants(signals, variants=({},), workers=1) -> list:
     """Return [{name: R peaks}], one dict per settings dict of variants (StreamingQRS constants, {} as
     used), from detect_beats on each signal of {name: (signal, fs)}.
 
-    workers > 1 runs the recordings in that many spawned processes (one pool for every variant, so
-    the processes start once): the detector is pure Python and NumPy, one core per recording, and
-    the peaks are the same however the work is split."""
-    names = list(signals)
-    if workers <= 1 or len(names) <= 1:
-        per_record = [_detect_each_variant(*signals[n], variants) for n in names]
-    else:
-        from concurrent.futures import ProcessPoolExecutor
-        from multiprocessing import get_context
+    workers > 1 runs the recordings, every variant of one together, in that many processes (joblib):
+    the detector is pure Python and NumPy, one core per recording, and the peaks are the same however
+    the work is split."""
+    from joblib import Parallel, delayed
 
-        with ProcessPoolExecutor(min(workers, len(names)), mp_context=get_context("spawn")) as pool:
-            per_record = list(pool.map(_detect_each_variant, [signals[n][0] for n in names],
-                                       [signals[n][1] for n in names], [variants] * len(names)))
+    names = list(signals)
+    per_record = Parallel(n_jobs=max(min(workers, len(names)), 1), max_nbytes=None)(
+        delayed(_detect_each_variant)(*signals[n], variants) for n in names)
     return [{n: peaks[k] for n, peaks in zip(names, per_record)} for k in range(len(variants))]
 
 

@@ -495,10 +495,9 @@ def _replay_one_thread(jobs, chunk_s) -> dict:
 def _replay_in_processes(jobs, chunk_s, workers) -> dict:
     """replay_jobs' (and replay's) workers > 1: every job's recordings dealt longest first to the
     least-loaded of `workers` groups, each group replayed by its own Ward (its recordings keeping
-    their job's model) in a spawned process (not forked: a fork of a process whose torch/OpenMP
-    threads have run can hang); returns {name: events} in the order of the jobs' signals."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+    their job's model) in a fresh process (joblib's loky workers, not forks: a fork of a process whose
+    torch/OpenMP threads have run can hang); returns {name: events} in the order of the jobs' signals."""
+    from joblib import Parallel, delayed
 
     recordings = [(len(x) / fs, k, name) for k, (_, signals, _) in enumerate(jobs) for name, (x, fs) in signals.items()]
     workers = min(workers, len(recordings))
@@ -508,7 +507,7 @@ def _replay_in_processes(jobs, chunk_s, workers) -> dict:
         groups[lightest].setdefault(k, {})[name] = jobs[k][1][name]
         load[lightest] += seconds
     group_jobs = [[(jobs[k][0], signals, jobs[k][2]) for k, signals in group.items()] for group in groups]
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        parts = list(pool.map(_replay_one_thread, group_jobs, [chunk_s] * workers))
+    # max_nbytes=None: the signals travel pickled, not as read-only memory maps
+    parts = Parallel(n_jobs=workers, max_nbytes=None)(delayed(_replay_one_thread)(jobs, chunk_s) for jobs in group_jobs)
     merged = {name: events for part in parts for name, events in part.items()}
     return {name: merged[name] for _, signals, _ in jobs for name in signals}
