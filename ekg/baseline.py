@@ -10,6 +10,7 @@ the functions that need them).
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import numpy as np
@@ -209,7 +210,7 @@ def cached_record_features(record: int, compute, version: str = "") -> pd.DataFr
     signal, fs, _ = read_signal(find_data_dir() / str(record))
     features = compute(signal, samples, fs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # own name: cross-validation folds may build it at once
     np.savez(tmp, values=features.to_numpy(), columns=np.asarray(features.columns, dtype=str), samples=samples)
     tmp.replace(path)  # an interrupted build never leaves half a cache file
     return features

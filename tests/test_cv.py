@@ -122,3 +122,17 @@ def test_out_of_fold_never_trains_on_the_held_out_patients(monkeypatch):
     assert all(not train & held for train, held in seen)
     assert sorted(oof["record"].unique()) == sorted(cv.cv_records())
     assert (oof["aami_pred"] == "N").all() and set(oof["fold"]) == {cv.fold_assignments()[r] for r in cv.cv_records()}
+
+
+def test_out_of_fold_in_processes_gives_the_same_table(monkeypatch):
+    # the folds fitted in two processes: each fold's probabilities on its own held-out beats, in fold order
+    monkeypatch.setattr(cv.config, "FAST", True)
+
+    def fit_predict(train, held):
+        n = len(load_beats(held))
+        row = np.array([1.0 + sum(held) % 7, len(train), 1.0, 0.5, 0.25])
+        return np.tile(row / row.sum(), (n, 1))
+
+    serial = cv.out_of_fold(fit_predict)
+    assert serial["p_N"].nunique() > 1  # the folds' probabilities differ: a mix-up would show
+    pd.testing.assert_frame_equal(cv.out_of_fold(fit_predict, workers=2), serial)

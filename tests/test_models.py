@@ -128,3 +128,23 @@ def test_a_model_trained_on_other_rhythm_inputs_is_refused(tmp_path):
     save_model(tmp_path / "old.pt", SignalCNN(), meta)
     with pytest.raises(ValueError, match="retrain"):
         load_model(tmp_path / "old.pt")
+
+
+def test_predict_runs_image_cnns_channels_last_and_gives_the_weights_back():
+    # predict switches an image CNN to channels-last on the CPU (faster there); the probabilities must be
+    # a plain forward pass's and the model must come back in its own memory layout
+    from ekg.images import beat_images
+    from ekg.models import ImageCNN
+
+    torch.manual_seed(0)
+    spec = dict(kind="image", window=[96, 96], ylim=[-1.756, 1.079], normalise=[0.5, 0.5], size=[48, 72])
+    context = np.random.default_rng(0).normal(0, 0.3, (40, 192)).astype(np.float32)
+    data = BeatSet.from_arrays(context, {}, np.zeros(40, np.int64))
+    model = ImageCNN().eval()
+    with torch.no_grad():
+        model(torch.zeros(2, 1, 48, 72))
+        plain = torch.softmax(model(*data.batch(spec, np.arange(40))), 1).numpy()
+    probs = predict(model, data, spec, torch.device("cpu"), batch_size=16)
+    np.testing.assert_allclose(probs, plain, atol=1e-5)
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert not model.features[1][0].weight.is_contiguous(memory_format=torch.channels_last)  # 16 in-channels: unambiguous

@@ -167,3 +167,27 @@ def test_beat_similarity_of_real_beats_noise_and_shifted_copies(rec100):
         beat_similarity(np.zeros((3, 40)), np.zeros((3, 40)))
     with pytest.raises(ValueError, match="same shape"):
         beat_similarity(np.zeros((2, 256)), np.zeros(256))
+
+
+def test_block_qualities_judges_each_row_as_block_quality_does(rec100):
+    # the Ward judges every patient's block in one call: each row must get block_quality's verdict,
+    # whatever its damage, and rows must not leak into each other (a shared extreme, a shared median)
+    from ekg.monitor.quality import block_qualities
+
+    rng = np.random.default_rng(1)
+    clean = rec100[:360 * 40].reshape(40, 360).astype(np.float32)
+    rows = [clean[0], clean[1] * 0.01, np.full(360, 0.3, np.float32), np.clip(clean[2] * 8, -1.0, 1.0),
+            clean[3] + rng.normal(0, 0.5, 360).astype(np.float32), np.where(np.arange(360) < 20, np.nan, clean[4]),
+            np.where(np.arange(360) < 60, np.nan, clean[5]), np.full(360, np.nan, np.float32),
+            np.r_[np.full(40, clean[6].max()), clean[6][40:]].astype(np.float32)]
+    rows += list(clean[7:]) + [clean[k] + rng.normal(0, s, 360).astype(np.float32)
+                               for k, s in zip(range(10, 40), np.linspace(0, 0.3, 30))]
+    blocks = np.stack(rows)
+    for limits in (None, (-1.0, 1.0)):
+        for thresholds in (ALARM_THRESHOLDS, {**ALARM_THRESHOLDS, "noise_mv": 0.05, "saturation_s": 0.02}):
+            expected = [block_quality(x, thresholds, 360, limits) for x in blocks]
+            assert len(set(expected)) >= 4  # the rows are judged differently: the comparison has teeth
+            assert block_qualities(blocks, thresholds, 360, limits) == expected
+    assert block_qualities(np.zeros((3, 0))) == ["ok"] * 3
+    with pytest.raises(ValueError, match="2-D"):
+        block_qualities(np.zeros(360))

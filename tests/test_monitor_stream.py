@@ -163,14 +163,18 @@ def test_memory_stays_bounded(model, rec100):
 def test_a_ward_gives_each_patient_the_events_of_its_own_monitor(model, rec100):
     x = rec100[: 360 * 60]
     y = resample(x, 360, 250)
-    alone = [stream(Monitor(model, 360), x, 360), stream(Monitor(model, 250), y, 250)]
-    together = replay(model, {"a": (x, 360), "b": (y, 250)}, chunk_s=1.0)  # one Ward, a second at a time
+    lead_off = x.copy()
+    lead_off[360 * 20:360 * 35] = 0.0  # a flat stretch on one patient only: the ward judges every block at once
+    alone = [stream(Monitor(model, 360), x, 360), stream(Monitor(model, 250), y, 250),
+             stream(Monitor(model, 360), lead_off, 360)]
+    together = replay(model, {"a": (x, 360), "b": (y, 250), "c": (lead_off, 360)}, chunk_s=1.0)  # one Ward
+    assert "flat" in [e.get("kind") for e in together["c"]] and "flat" not in [e.get("kind") for e in together["a"]]
     ward = Ward(model)
     ward.add("a", 360)
     with pytest.raises(KeyError, match="ward.add"):
         ward.push({"a": x[:360], "c": x[:360]})
-    for mine, theirs in zip(alone, [together["a"], together["b"]]):
-        assert [e["type"] for e in mine] == [e["type"] for e in theirs]
+    for mine, theirs in zip(alone, [together["a"], together["b"], together["c"]]):
+        assert [(e["type"], e.get("kind")) for e in mine] == [(e["type"], e.get("kind")) for e in theirs]
         for e, f in zip(mine, theirs):
             if e["type"] == "beat":
                 assert e["class"] == f["class"] and e["time"] == f["time"]

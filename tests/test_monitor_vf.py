@@ -84,7 +84,7 @@ def test_electrode_motion_and_muscle_noise_are_not_vf(model, rec100, kind):
 
 def test_the_quality_guard_never_silences_vf(model, cu01, monkeypatch):
     # the worst case: the guard calls every second of the stream noisy
-    monkeypatch.setattr(stream_module, "block_quality", lambda *args, **kwargs: "noisy")
+    monkeypatch.setattr(stream_module, "block_qualities", lambda blocks, *args, **kwargs: ["noisy"] * len(blocks))
     monitor = Monitor(model, 250)
     events = stream(monitor, cu01, 250)
     assert "noisy" in [e["kind"] for e in events if e["type"] == "signal_quality"]

@@ -35,6 +35,41 @@ def block_quality(x, thresholds=ALARM_THRESHOLDS, fs=FS, adc_limits=None) -> str
     return "ok"
 
 
+def block_qualities(blocks, thresholds=ALARM_THRESHOLDS, fs=FS, adc_limits=None) -> list:
+    """Return block_quality of each row of blocks (n, m): the same rules and numbers, for many
+    blocks at once. A Ward judges one block per patient per second; one call for all of them
+    (one median over the rows instead of one per block) takes a tenth of the monitor's work off a
+    one-second push of 1,000 patients. Rows with a missing sample go through block_quality itself."""
+    x = np.asarray(blocks, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"blocks must be a 2-D array (blocks, samples), not of shape {x.shape}")
+    states = np.full(len(x), "ok", dtype=object)
+    if x.shape[1] == 0:
+        return [str(state) for state in states]
+    gaps = np.isnan(x).any(axis=1)
+    for i in np.flatnonzero(gaps):
+        states[i] = block_quality(x[i], thresholds, fs, adc_limits)
+    rows = np.flatnonzero(~gaps)
+    x = x[rows]
+    low, high = x.min(axis=1), x.max(axis=1)
+    flat = (high - low) < thresholds["flat_mv"]
+    run = max(int(thresholds["saturation_s"] * fs), 2)
+    if adc_limits is not None:
+        at_limit = (x <= adc_limits[0]) | (x >= adc_limits[1])
+    else:
+        at_limit = (x >= high[:, None]) | (x <= low[:, None])
+    same = np.concatenate([np.zeros((len(x), 1), bool), np.diff(x, axis=1) == 0], axis=1) & at_limit
+    saturated = np.zeros(len(x), bool)
+    if x.shape[1] >= run:
+        for k in np.flatnonzero(same.sum(axis=1) >= run - 1):  # few rows: the run itself is checked per row
+            saturated[k] = np.lib.stride_tricks.sliding_window_view(same[k], run - 1).all(axis=1).any()
+    noisy = np.zeros(len(x), bool)
+    if x.shape[1] > 3:
+        noisy = np.median(np.abs(np.diff(x, 2, axis=1)), axis=1) > thresholds["noise_mv"]
+    states[rows] = np.where(flat, "flat", np.where(saturated, "saturated", np.where(noisy, "noisy", "ok")))
+    return [str(state) for state in states]
+
+
 #: beat_similarity's QRS region (100 ms each side of the R peak) and the furthest it shifts the
 #: previous beat (40 ms): a detector's fiducial point can sit on either lobe of a wide complex.
 SIMILARITY_HALF_S, SIMILARITY_LAG_S = 0.1, 0.04

@@ -20,7 +20,7 @@ from ..features import LOCAL_BEATS, LONG_BEATS, TEMPLATE_BEATS, _inputs_from_par
 from ..models import decide
 from .alarms import ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, NEVER_SUPPRESSED, AlarmRules
 from .qrs import StreamingQRS
-from .quality import beat_similarity, block_quality
+from .quality import beat_similarity, block_qualities
 from .vf import VFDetector
 
 V_INDEX = CLASSES.index("V")  # the column of p(V) in the model's probabilities
@@ -139,7 +139,8 @@ class Monitor(AlarmRules):
         return _push_many([self], [samples])[0]
 
     def _take(self, samples):
-        """Take in samples: return (signal-quality events, the new samples at the model's rate)."""
+        """Take in samples: return (the 1-s signal-quality blocks they complete, as _blocks returns them,
+        the new samples at the model's rate)."""
         x = np.asarray(samples)
         if x.size == 0:
             return [], np.zeros(0, np.float32)
@@ -154,10 +155,9 @@ class Monitor(AlarmRules):
         self.last_in = x[-1]
         if len(y) == 0:
             return [], y
-        start = self.n
         self.n += len(y)
         self.buffer = np.concatenate([self.buffer, y])
-        return self._quality(y, start), y
+        return self._blocks(y), y
 
     def _finish(self, batch, probs):
         """Beat events and rhythm alarms for classified beats, then the alarms for missing beats."""
@@ -176,19 +176,34 @@ class Monitor(AlarmRules):
         return events + self._timed_alarms()
 
     # -- signal quality -----------------------------------------------------------
-    def _quality(self, y, start):
-        events, block = [], int(self.model_fs)
+    def _blocks(self, y) -> list:
+        """Add samples at the model's rate to the current quality block; return the 1-s blocks they
+        complete, [(first sample, samples)], for block_qualities (_push_many judges every monitor's
+        blocks in one call) and then _quality."""
+        block, out = int(self.model_fs), []
         self.block = np.concatenate([self.block, y])
         while len(self.block) >= block:
-            chunk, self.block = self.block[:block], self.block[block:]
-            t = self.block_start / self.model_fs
+            out.append((self.block_start, self.block[:block]))
+            self.block = self.block[block:]
             self.block_start += block
-            state = block_quality(chunk, self.th, self.model_fs, self.adc_limits)
+        return out
+
+    def _quality_key(self) -> tuple:
+        """What block_qualities needs besides the blocks: monitors with the same key are judged together (hashable)."""
+        return (self.model_fs, self.th["flat_mv"], self.th["saturation_s"], self.th["noise_mv"],
+                None if self.adc_limits is None else tuple(self.adc_limits))
+
+    def _quality(self, blocks, states) -> list:
+        """Take the quality states of the blocks (block_qualities of _blocks' blocks) in time order;
+        return the signal-quality events."""
+        events, block = [], int(self.model_fs)
+        for (start, _), state in zip(blocks, states):
+            t = start / self.model_fs
             if state != "ok":
                 self.bad_until = t + 1 + self.th["quality_hold_s"]
                 # the bad block's samples: an RR interval across them is no heart interval (_ready_beats)
-                self.bad_blocks = [s for s in self.bad_blocks if s[1] > self.block_start - 60 * block]
-                self.bad_blocks.append((self.block_start - block, self.block_start))
+                self.bad_blocks = [s for s in self.bad_blocks if s[1] > start + block - 60 * block]
+                self.bad_blocks.append((start, start + block))
                 self.active -= set(ARRHYTHMIA_ALARMS) - NEVER_SUPPRESSED  # a VF alarm stays on
                 self.recent = []  # beats found in a bad signal must not feed rhythm alarms later
             if state != self.quality:
@@ -324,6 +339,7 @@ def _push_many(monitors, chunks) -> list:
     (peaks, rhythm, alarms) stay per monitor.
     """
     staged = [m._take(x) for m, x in zip(monitors, chunks)]
+    quality_events = _judge_blocks(monitors, [blocks for blocks, _ in staged])
     groups = {}
     for i, (_, y) in enumerate(staged):
         if len(y):
@@ -365,7 +381,26 @@ def _push_many(monitors, chunks) -> list:
             for k, p in zip(ks, np.split(out, np.cumsum(sizes)[:-1])):
                 probs[ready[k]] = p
     return [events + m._vf_alarms(w) + m._finish(b, p)
-            for m, (events, _), w, b, p in zip(monitors, staged, vf_windows, batches, probs)]
+            for m, events, w, b, p in zip(monitors, quality_events, vf_windows, batches, probs)]
+
+
+def _judge_blocks(monitors, blocks) -> list:
+    """Judge the 1-s quality blocks of every monitor (blocks: each one's _blocks output) with one
+    block_qualities call per _quality_key; return each monitor's signal-quality events (_quality)."""
+    by_key = {}
+    for i, (m, b) in enumerate(zip(monitors, blocks)):
+        if b:
+            by_key.setdefault(m._quality_key(), []).append(i)
+    states = [[] for _ in monitors]
+    for key, idx in by_key.items():
+        fs, flat_mv, saturation_s, noise_mv, adc_limits = key
+        judged = block_qualities(np.stack([x for i in idx for _, x in blocks[i]]),
+                                 {"flat_mv": flat_mv, "saturation_s": saturation_s, "noise_mv": noise_mv}, fs, adc_limits)
+        at = 0
+        for i in idx:
+            states[i] = judged[at:at + len(blocks[i])]
+            at += len(blocks[i])
+    return [m._quality(b, s) for m, b, s in zip(monitors, blocks, states)]
 
 
 def _ward_inputs(monitors, batches) -> dict:

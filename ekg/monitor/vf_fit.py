@@ -98,6 +98,42 @@ def _mixed(signal, fs, beats, noise, snr_db) -> np.ndarray:
     return signal + nst.noise_gain(snr_db, amp, nst.noise_rms(noise, fs)) * noise[:len(signal)]
 
 
+def _cudb_parts(r, cudb_dir, noises, train_noise) -> list:
+    """A Creighton record's window tables: as recorded, and with each TRAIN_NOISE (build_windows)."""
+    import wfdb
+
+    signal, fs, _ = read_signal(cudb_dir / r)
+    ann = wfdb.rdann(str(cudb_dir / r), "atr")
+    spans = episode_spans(ann.symbol, ann.sample, len(signal))
+    parts = [window_table(signal, fs, spans, r, "cudb")]
+    if train_noise:  # mixed at the noise's rate (FS): the Creighton record resampled first
+        x = resample(signal, fs, FS)
+        beats = np.round(nst.normal_beats(ann.symbol, ann.sample) * FS / fs).astype(int)
+        spans_fs = [(int(round(a * FS / fs)), int(round(b * FS / fs))) for a, b in spans]
+        for kind, ch, snr in TRAIN_NOISE:
+            parts.append(window_table(_mixed(x, FS, beats, noises[(kind, ch)], snr), FS, spans_fs, r,
+                                      f"{kind}{ch}@{snr}"))
+    return parts
+
+
+def _mitdb_parts(r, data_dir, noises, train_noise) -> list:
+    """An MIT-BIH record's window tables: as recorded and, for DS1, with each TRAIN_NOISE and
+    HELD_OUT_NOISE (build_windows)."""
+    import wfdb
+
+    signal, fs, _ = read_signal(data_dir / str(r))
+    ann = wfdb.rdann(str(data_dir / str(r)), "atr")
+    spans = episode_spans(ann.symbol, ann.sample, len(signal))
+    rhythm = _rhythm(ann, len(signal))
+    parts = [window_table(signal, fs, spans, str(r), "mitdb", rhythm)]
+    if train_noise and r in DS1:
+        beats = nst.normal_beats(ann.symbol, ann.sample)
+        for kind, ch, snr in TRAIN_NOISE + HELD_OUT_NOISE:
+            parts.append(window_table(_mixed(signal, fs, beats, noises[(kind, ch)], snr), fs, spans, str(r),
+                                      f"{kind}{ch}@{snr}", rhythm))
+    return parts
+
+
 def build_windows(mitdb_records=RECORDS, data_dir=None, cudb_dir=None, noise_dir=None, train_noise=True,
                   cache=True, cudb_records=CUDB_RECORDS) -> pd.DataFrame:
     """The window table of the given cudb and MIT-BIH records, plus, with train_noise, noisy copies
@@ -106,7 +142,7 @@ def build_windows(mitdb_records=RECORDS, data_dir=None, cudb_dir=None, noise_dir
     config.CACHE_DIR, keyed to the records, the noise and the features."""
     import hashlib
 
-    import wfdb
+    from joblib import Parallel, delayed
 
     data_dir = Path(find_data_dir(data_dir))
     cudb_dir = Path(cudb_dir or data_dir.parent / "cudb")
@@ -119,30 +155,12 @@ def build_windows(mitdb_records=RECORDS, data_dir=None, cudb_dir=None, noise_dir
         return _plain(pd.read_pickle(path))
     kinds = {(k, ch) for k, ch, _ in TRAIN_NOISE + HELD_OUT_NOISE} | set(NOISE_ONLY) if train_noise else set()
     noises = {(k, ch): nst.read_noise(k, ch, noise_dir)[0] for k, ch in sorted(kinds)}
-    parts = []
-    for r in cudb_records:
-        signal, fs, _ = read_signal(cudb_dir / r)
-        ann = wfdb.rdann(str(cudb_dir / r), "atr")
-        spans = episode_spans(ann.symbol, ann.sample, len(signal))
-        parts.append(window_table(signal, fs, spans, r, "cudb"))
-        if train_noise:  # mixed at the noise's rate (FS): the Creighton record resampled first
-            x = resample(signal, fs, FS)
-            beats = np.round(nst.normal_beats(ann.symbol, ann.sample) * FS / fs).astype(int)
-            spans_fs = [(int(round(a * FS / fs)), int(round(b * FS / fs))) for a, b in spans]
-            for kind, ch, snr in TRAIN_NOISE:
-                parts.append(window_table(_mixed(x, FS, beats, noises[(kind, ch)], snr), FS, spans_fs, r,
-                                          f"{kind}{ch}@{snr}"))
-    for r in mitdb_records:
-        signal, fs, _ = read_signal(data_dir / str(r))
-        ann = wfdb.rdann(str(data_dir / str(r)), "atr")
-        spans = episode_spans(ann.symbol, ann.sample, len(signal))
-        rhythm = _rhythm(ann, len(signal))
-        parts.append(window_table(signal, fs, spans, str(r), "mitdb", rhythm))
-        if train_noise and r in DS1:
-            beats = nst.normal_beats(ann.symbol, ann.sample)
-            for kind, ch, snr in TRAIN_NOISE + HELD_OUT_NOISE:
-                parts.append(window_table(_mixed(signal, fs, beats, noises[(kind, ch)], snr), fs, spans, str(r),
-                                          f"{kind}{ch}@{snr}", rhythm))
+    # one job per record (its windows and noisy copies), in config.WORKERS processes: the same table
+    # in the same order (the 17 Creighton and 22 DS1 records: 97 s on one core)
+    jobs = [delayed(_cudb_parts)(r, cudb_dir, noises, train_noise) for r in cudb_records]
+    jobs += [delayed(_mitdb_parts)(r, data_dir, noises, train_noise) for r in mitdb_records]
+    parts = [part for record_parts in Parallel(n_jobs=min(config.WORKERS, len(jobs)) or 1)(jobs)
+             for part in record_parts]
     for kind, ch in (NOISE_ONLY if train_noise else []):
         parts.append(window_table(noises[(kind, ch)], FS, [], f"{kind}{ch} alone", "noise"))
     table = pd.concat(parts, ignore_index=True)
