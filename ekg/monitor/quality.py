@@ -37,9 +37,10 @@ def block_quality(x, thresholds=ALARM_THRESHOLDS, fs=FS, adc_limits=None) -> str
 
 def block_qualities(blocks, thresholds=ALARM_THRESHOLDS, fs=FS, adc_limits=None) -> list:
     """Return block_quality of each row of blocks (n, m): the same rules and numbers, for many
-    blocks at once. A Ward judges one block per patient per second; one call for all of them
-    (one median over the rows instead of one per block) takes a tenth of the monitor's work off a
-    one-second push of 1,000 patients. Rows with a missing sample go through block_quality itself."""
+    blocks at once. A Ward judges one block per patient per second; one call for all of them (one
+    median over the rows instead of one per block) gave a ward of 1,000 patients 3-8% more ECG per
+    CPU-second, back to back on a 2-core AMD EPYC (a profile had promised about a tenth: its own
+    overhead inflates the many small calls). Rows with a missing sample go through block_quality itself."""
     x = np.asarray(blocks, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"blocks must be a 2-D array (blocks, samples), not of shape {x.shape}")
