@@ -170,8 +170,9 @@ def test_beat_similarity_of_real_beats_noise_and_shifted_copies(rec100):
 
 
 def test_block_qualities_judges_each_row_as_block_quality_does(rec100):
-    # the Ward judges every patient's block in one call: each row must get block_quality's verdict,
-    # whatever its damage, and rows must not leak into each other (a shared extreme, a shared median)
+    # the Ward judges every patient's block in one call: each row must get the verdict it gets alone
+    # (block_quality), whatever its damage, and rows must not leak into each other (a shared extreme, a
+    # shared median); the rules themselves are pinned by the boundary tests above
     from ekg.monitor.quality import block_qualities
 
     rng = np.random.default_rng(1)

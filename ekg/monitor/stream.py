@@ -392,10 +392,10 @@ def _judge_blocks(monitors, blocks) -> list:
         if b:
             by_key.setdefault(m._quality_key(), []).append(i)
     states = [[] for _ in monitors]
-    for key, idx in by_key.items():
-        fs, flat_mv, saturation_s, noise_mv, adc_limits = key
-        judged = block_qualities(np.stack([x for i in idx for _, x in blocks[i]]),
-                                 {"flat_mv": flat_mv, "saturation_s": saturation_s, "noise_mv": noise_mv}, fs, adc_limits)
+    for idx in by_key.values():
+        first = monitors[idx[0]]  # the group shares what block_qualities reads of it
+        judged = block_qualities(np.stack([x for i in idx for _, x in blocks[i]]), first.th, first.model_fs,
+                                 first.adc_limits)
         at = 0
         for i in idx:
             states[i] = judged[at:at + len(blocks[i])]
