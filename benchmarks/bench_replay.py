@@ -14,7 +14,12 @@ it (models/folds/, as tune_vt_ds1.py and tune_noise_ds1.py replay them): one War
 after another (how the tuning scripts replayed them before replay_jobs), against replay_jobs' one
 Ward for every fold (each model called for its own patients) on one process and on --workers.
 
-Run: .venv/bin/python benchmarks/bench_replay.py [--minutes M] [--workers N] [--noise | --folds]
+--nst replays the noise stress test's records as notebook 05 does (every DS2 record at all six noise
+levels, its clean first 5 minutes the same at each) on one process, once with replay_jobs' shared
+beginnings (each record's clean minutes replayed once, then a fork per level) and once with every
+recording replayed from its start, and prints both times and whether the events agree.
+
+Run: .venv/bin/python benchmarks/bench_replay.py [--minutes M] [--workers N] [--noise | --folds | --nst]
 """
 import argparse
 import os
@@ -79,13 +84,45 @@ def folds(minutes, workers):
     print(f"{workers} processes against a Ward per fold: {same_events(by_fold, split)}")
 
 
+def stress_test(minutes):
+    """--nst: the noise stress records with and without shared beginnings, one process each."""
+    from ekg.monitor import stream
+
+    em, em_fs = nst.read_noise("em", 0)
+    signals, _ = nst.stress_records(DS2, nst.NST_SNRS_DB, em, em_fs, find_data_dir(), minutes=minutes)
+    model = load_model(model_path("recommended"))
+    shared = stream.shared_prefixes(signals, 1.0)
+    hours = sum(len(x) / fs for x, fs in signals.values()) / 3600
+    saved = sum(steps for _, steps in shared.values()) / 3600
+    print(f"{len(signals)} noise stress records ({len(DS2)} DS2 records x {len(nst.NST_SNRS_DB)} levels) x {minutes:g} min "
+          f"({hours:.1f} h of ECG); {len(shared)} fork from another after its first chunks ({saved:.1f} h not replayed)")
+    t0 = time.perf_counter()
+    forked = replay(model, signals)
+    t_forked = time.perf_counter() - t0
+    real = stream.shared_prefixes
+    stream.shared_prefixes = lambda signals, chunk_s: {}  # every recording from its start, as before
+    try:
+        t0 = time.perf_counter()
+        whole = replay(model, signals)
+        t_whole = time.perf_counter() - t0
+    finally:
+        stream.shared_prefixes = real
+    print(f"every recording from its start: {t_whole:.1f} s; shared beginnings: {t_forked:.1f} s "
+          f"-> {t_whole / t_forked:.2f}x faster")
+    print(f"shared beginnings against every recording from its start: {same_events(whole, forked)}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--noise", action="store_true", help="electrode-motion noise at 12 dB as nst adds it")
     parser.add_argument("--folds", action="store_true", help="DS1 with the fold models: replay_jobs against a Ward per fold")
+    parser.add_argument("--nst", action="store_true",
+                        help="the noise stress records at every level: shared beginnings against none, one process")
     args = parser.parse_args()
+    if args.nst:
+        return stress_test(args.minutes)
     if args.folds:
         return folds(args.minutes, args.workers)
     data_dir = find_data_dir()

@@ -5,13 +5,14 @@ yardstick under the same folds (ekg.cv) and on DS2.
 Every feature of a beat is causal (it uses the signal up to FEATURE_WINDOW_S[1] after the beat's
 R peak and the beats before it) except those built on the interval to the next beat
 (NEXT_RR_FEATURES), which a monitor has once the next beat arrives.
-Imports: .config, .data, .signals (NumPy, pandas at module level; scikit-learn and wfdb inside
+Imports: .config, .data, .signals, .trees (NumPy, pandas at module level; scikit-learn and wfdb inside
 the functions that need them).
 """
 from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -239,6 +240,11 @@ def _lda_inputs(X) -> np.ndarray:
     return X
 
 
+#: The GBM's settings (make_model("gbm")); a saved fit (fit_model) is reused only with these.
+GBM_PARAMS = {"learning_rate": 0.1, "max_iter": 200, "max_leaf_nodes": 31, "min_samples_leaf": 40,
+              "l2_regularization": 1.0, "early_stopping": False, "random_state": 0}
+
+
 def make_model(kind):
     """Return an unfitted scikit-learn classifier: "lda" (LDA_FEATURES, LOG_FEATURES as logarithms,
     standardised; shrinkage linear discriminant with equal class priors, as de Chazal's class
@@ -254,9 +260,7 @@ def make_model(kind):
         return make_pipeline(FunctionTransformer(_lda_inputs), StandardScaler(),
                              LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=priors))
     if kind == "gbm":
-        return HistGradientBoostingClassifier(learning_rate=0.1, max_iter=200, max_leaf_nodes=31,
-                                              min_samples_leaf=40, l2_regularization=1.0, early_stopping=False,
-                                              random_state=0)
+        return HistGradientBoostingClassifier(**GBM_PARAMS)
     raise ValueError(f"unknown model {kind!r}; choose one of {MODELS}")
 
 
@@ -276,17 +280,64 @@ GBM_WEIGHT_POWER = 1.0
 
 def fit_model(kind, records, weight_power=GBM_WEIGHT_POWER):
     """Fit make_model(kind) on the reference beats of records (Q beats left out); return the model.
-    The GBM weighs beats by sample_weights(power=weight_power); the LDA uses its equal priors."""
+    The LDA uses its equal priors. The GBM weighs beats by sample_weights(power=weight_power) and is
+    returned as a trees.TreeModel (predict_proba and classes_ as scikit-learn's, the same numbers),
+    saved under models/gbm/ and reused from there (see saved_gbm_path)."""
     beats = load_beats(records)
     keep = beats["aami"].isin(TRAIN_CLASSES).to_numpy()
     X = load_features(records).to_numpy()[keep]
     y = beats["aami"].astype(str).to_numpy()[keep]
-    model = make_model(kind)
     if kind == "gbm":
-        model.fit(X, y, sample_weight=sample_weights(y, weight_power))
-    else:
-        model.fit(X, y)
+        return _fitted_gbm(records, weight_power, X, y)
+    model = make_model(kind)
+    model.fit(X, y)
     return model
+
+
+def gbm_key(records, weight_power, X, y) -> str:
+    """Return the 16-hex-digit SHA-256 of what a GBM fit depends on: the training records, FEATURES,
+    GBM_PARAMS, the weight power and the training matrix and labels themselves (so a changed
+    feature computation or beat table never reuses an old fit)."""
+    import hashlib
+    import json
+
+    settings = {"records": sorted(int(r) for r in records), "features": FEATURES, "params": GBM_PARAMS,
+                "power": float(weight_power)}
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    h.update("\n".join(map(str, y)).encode())
+    return h.hexdigest()[:16]
+
+
+def saved_gbm_path(key, write=False) -> Path:
+    """Return models/gbm/baseline_gbm_KEY.json.gz: with write, under the output root; else the first
+    that exists of the output root's and the repository's (the committed fits), or None."""
+    name = Path("models") / "gbm" / f"baseline_gbm_{key}.json.gz"
+    if write:
+        return config.OUTPUT_ROOT / name
+    return next((base / name for base in (config.OUTPUT_ROOT, config.ROOT) if (base / name).is_file()), None)
+
+
+def _fitted_gbm(records, weight_power, X, y):
+    """fit_model's GBM: the saved trees of the same fit (gbm_key) unless config.RETRAIN, else fitted,
+    saved and read back as trees. Saved like notebook 03's CNNs: the same fit on another CPU or thread
+    count may give other trees, and a rerun of the report should score the models it reported; the
+    fit takes 40-50 s per DS1 fold on two cores and is the feature baseline's whole cost."""
+    from .trees import TreeModel, export_trees, write_spec
+
+    key = gbm_key(records, weight_power, X, y)
+    saved = None if config.RETRAIN else saved_gbm_path(key)
+    if saved is not None:
+        return TreeModel.load(saved)
+    model = make_model("gbm")
+    model.fit(X, y, sample_weight=sample_weights(y, weight_power))
+    spec = export_trees(model, FEATURES, fitted_on=sorted(int(r) for r in records), weight_power=float(weight_power),
+                        params=GBM_PARAMS, key=key)
+    path = saved_gbm_path(key, write=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.gz")  # own name: folds may fit in parallel
+    write_spec(spec, tmp).replace(path)
+    return TreeModel(spec)
 
 
 def predict_proba(model, features) -> np.ndarray:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from . import baseline, cv
 from .blend import blend_probs
-from .data import CLASSES, FS, _records_arg, load_beats
+from .data import CLASSES, DS2, FS, _records_arg, load_beats
 from .features import RECORDERS, recorder_signal
 
 #: GBM shares tried for each weighted class (0: the CNN alone, 1: the GBM alone).
@@ -198,38 +198,20 @@ def gbm_out_of_fold(records=None, recorders=("native", "via128"), weight_power=b
 
 def fitted_blend(train_records, weights, thresholds, model=None, gbm=None, **info):
     """Return a blend.FeatureBlend: the feature baseline's GBM fitted on the reference beats of
-    train_records (baseline.fit_model("gbm", ...)), with the blend's weights and decision
-    thresholds (choose_blend's) and the CNN they go with (model, for its fingerprint). The fitted
-    trees are cached (CACHE_DIR/gbm_trees/, keyed by the records, the features and the GBM's
-    settings), so the monitor's fold replays fit each fold's GBM once. DS2 records raise.
-    gbm: that GBM already fitted (notebook 04 fits it for its DS2 table; a second fit of the same
-    settings gives the same trees, 40-50 s on two cores): it must have the GBM's settings and
-    FEATURES' width, and it is taken, and cached, as fitted on train_records."""
-    import hashlib
-    import json
-
-    from . import config
+    train_records (baseline.fit_model("gbm", ...), which saves the fit and reuses it), with the
+    blend's weights and decision thresholds (choose_blend's) and the CNN they go with (model, for
+    its fingerprint). DS2 records raise. gbm: that GBM already in hand (notebook 04 has it from its
+    DS2 table): fit_model's tree model of train_records with the baseline's settings, else ValueError."""
     from .blend import FeatureBlend
-    from .data import DS2
-    from .trees import export_trees, read_spec, write_spec
 
     train_records = sorted(int(r) for r in train_records)
     if set(train_records) & set(DS2):
         raise ValueError(f"the blend's GBM is fitted on DS1 patients only, not on DS2 {sorted(set(train_records) & set(DS2))}")
-    settings = {"records": train_records, "features": baseline.FEATURES, "power": baseline.GBM_WEIGHT_POWER,
-                "params": repr(sorted(baseline.make_model("gbm").get_params().items()))}
-    key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
-    path = config.CACHE_DIR / "gbm_trees" / f"{key}.json.gz"
-    if gbm is not None:
-        if repr(sorted(gbm.get_params().items())) != settings["params"] \
-                or getattr(gbm, "n_features_in_", None) != len(baseline.FEATURES):
-            raise ValueError("gbm must be baseline.fit_model('gbm', train_records): its settings or its number of "
-                             "features differ from the feature baseline's")
-    if path.is_file() and gbm is None:
-        spec = read_spec(path)
-    else:
-        fitted = gbm if gbm is not None else baseline.fit_model("gbm", train_records)
-        spec = export_trees(fitted, baseline.FEATURES, fitted_on=train_records)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_spec(spec, path.with_suffix(".tmp.gz")).replace(path)
-    return FeatureBlend.from_spec(spec, weights, thresholds, model, **info)
+    if gbm is None:
+        gbm = baseline.fit_model("gbm", train_records)
+    spec = getattr(gbm, "spec", {})
+    if spec.get("fitted_on") != train_records or spec.get("params") != baseline.GBM_PARAMS \
+            or spec.get("weight_power") != float(baseline.GBM_WEIGHT_POWER) or spec.get("features") != baseline.FEATURES:
+        raise ValueError("gbm must be baseline.fit_model('gbm', train_records): its records, settings or features "
+                         "differ from the feature baseline's")
+    return FeatureBlend.from_spec(dict(spec), weights, thresholds, model, **info)

@@ -145,16 +145,24 @@ class TreeModel:
             raise FileNotFoundError(f"tree model {path} not found")
         return cls(read_spec(path))
 
-    def raw(self, features, compiled=True) -> np.ndarray:
+    #: raw() takes NumPy up to this many node steps (rows x trees x depth) and scikit-learn's compiled
+    #: code beyond, whose fixed cost per tree dominates small batches: the monitor's VF model (100
+    #: trees of depth 3) scores one window per patient per second. Where the two paths cost the same,
+    #: measured for both shipped models: benchmarks/logs/trees_small_batches_2026-11-29.txt.
+    NUMPY_MAX_STEPS = 600_000
+
+    def raw(self, features, compiled=None) -> np.ndarray:
         """Return the raw scores (n, outputs): the baseline plus the leaves reached in each output's
-        trees. compiled: with scikit-learn's compiled evaluator where it has one (the same numbers,
-        about five times faster), else NumPy."""
+        trees, added in the trees' order. compiled: True for scikit-learn's compiled evaluator where it
+        has one, False for NumPy, None to choose by size (NUMPY_MAX_STEPS); the numbers are the same."""
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != len(self.features):
             raise ValueError(f"features must have shape (n, {len(self.features)}), not {x.shape}")
         out = np.repeat(self.baseline[None, :], len(x), axis=0)
         if len(x) == 0:
             return out
+        if compiled is None:
+            compiled = len(x) * len(self.root) * max(self.depth, 1) > self.NUMPY_MAX_STEPS
         if compiled and self._compiled is None:
             self._compiled = _compiled_predictors(self.spec["trees"]) or False
         if compiled and self._compiled:
@@ -172,10 +180,15 @@ class TreeModel:
             value = flat_x[self.flat_feature[node] * n + row]
             go_left = np.where(np.isnan(value), self.flat_missing_left[node], value <= self.flat_threshold[node])
             node = np.where(go_left, self.flat_left[node], self.flat_right[node])
-        reached = self.flat_value[node].reshape(n, len(self.root))
-        for k in range(self.outputs):
-            out[:, k] += reached[:, self.output == k].sum(axis=1)
+        reached = self.flat_value[node].reshape(n, len(self.root)).T
+        for i, leaves in enumerate(reached):  # tree by tree, as the compiled path adds them: the same sums
+            out[:, self.output[i]] += leaves
         return out
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """The classes in predict_proba's column order (scikit-learn's name)."""
+        return np.asarray(self.classes)
 
     def probability(self, features) -> np.ndarray:
         """Return a two-class model's probability of its second class for each row."""

@@ -124,6 +124,40 @@ def test_feature_cache_is_rebuilt_for_other_beats(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(first, again)
 
 
+def test_a_fitted_gbm_is_saved_and_reused_only_for_the_same_fit(tmp_path, monkeypatch):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    monkeypatch.setattr(baseline.config, "OUTPUT_ROOT", tmp_path)
+    monkeypatch.setattr(baseline.config, "RETRAIN", False)
+    monkeypatch.setitem(baseline.GBM_PARAMS, "max_iter", 5)  # a quick fit
+    fits, real_fit = [], HistGradientBoostingClassifier.fit
+    monkeypatch.setattr(HistGradientBoostingClassifier, "fit",
+                        lambda self, *args, **kwargs: fits.append(1) or real_fit(self, *args, **kwargs))
+    records, features = [101, 106], baseline.load_features([100]).iloc[:300]
+    first = baseline.fit_model("gbm", records)
+    assert len(fits) == 1 and len(list((tmp_path / "models" / "gbm").glob("baseline_gbm_*.json.gz"))) == 1
+    # the saved trees give scikit-learn's own probabilities
+    beats = baseline.load_beats(records)
+    keep = beats["aami"].isin(baseline.TRAIN_CLASSES).to_numpy()
+    y = beats["aami"].astype(str).to_numpy()[keep]
+    direct = baseline.make_model("gbm").fit(baseline.load_features(records).to_numpy()[keep], y,
+                                            sample_weight=baseline.sample_weights(y, baseline.GBM_WEIGHT_POWER))
+    np.testing.assert_allclose(baseline.predict_proba(first, features), baseline.predict_proba(direct, features), atol=1e-12)
+    again = baseline.fit_model("gbm", records)  # the same fit: read back, not fitted
+    assert len(fits) == 2
+    np.testing.assert_array_equal(baseline.predict_proba(again, features), baseline.predict_proba(first, features))
+    baseline.fit_model("gbm", records, weight_power=0.5)  # another setting: another fit
+    assert len(fits) == 3
+    real_load = baseline.load_features  # other features of the same beats (a changed computation): fitted again
+    monkeypatch.setattr(baseline, "load_features", lambda recs=None: real_load(recs) * 1.01)
+    baseline.fit_model("gbm", records)
+    assert len(fits) == 4
+    monkeypatch.setattr(baseline, "load_features", real_load)
+    monkeypatch.setattr(baseline.config, "RETRAIN", True)  # EKG_RETRAIN=1: fitted again
+    baseline.fit_model("gbm", records)
+    assert len(fits) == 5
+
+
 def test_a_tiny_signal_is_not_scaled_up_to_look_like_beats():
     # beats of 0.02 mV (a lead nearly off): the typical amplitude is floored at 0.05 mV, so their
     # template differences and peak-to-peak ratio stay small instead of being divided by almost nothing

@@ -143,23 +143,23 @@ def test_the_monitor_decides_with_the_blends_thresholds(model, blend):
 
 
 def test_fitted_blend_takes_the_gbm_already_fitted_as_its_own_fit(model, monkeypatch, tmp_path):
-    # notebook 04 hands over the GBM it fitted for its DS2 table instead of fitting the same one again
-    from ekg import config
-    from ekg.trees import export_trees
+    # notebook 04 hands over the GBM it fitted for its DS2 table instead of asking for the same one again
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
+    from ekg import config
+
+    monkeypatch.setattr(config, "OUTPUT_ROOT", tmp_path)
+    monkeypatch.setitem(baseline.GBM_PARAMS, "max_iter", 5)  # a quick fit
     records = [101, 106]
     fitted = baseline.fit_model("gbm", records)
-    monkeypatch.setattr(config, "CACHE_DIR", tmp_path)
     handed = ensemble.fitted_blend(records, {"V": 1.0}, {}, model, gbm=fitted)
-    assert handed.spec["trees"] == export_trees(baseline.fit_model("gbm", records), baseline.FEATURES)["trees"]
+    assert handed.spec["trees"] == fitted.spec["trees"]
     features = baseline.load_features([100]).iloc[:200]
-    np.testing.assert_allclose(handed.gbm_probs(features), baseline.predict_proba(fitted, features), atol=1e-9)
-    # cached as the fit on those records: asked again without it, nothing is fitted
-    monkeypatch.setattr(baseline, "fit_model", lambda *args, **kwargs: pytest.fail("fitted again"))
+    np.testing.assert_allclose(handed.gbm_probs(features), baseline.predict_proba(fitted, features), atol=1e-12)
+    # asked again without it, the saved fit is read: nothing is fitted
+    monkeypatch.setattr(HistGradientBoostingClassifier, "fit", lambda *args, **kwargs: pytest.fail("fitted again"))
     assert ensemble.fitted_blend(records, {"V": 1.0}, {}, model).spec["trees"] == handed.spec["trees"]
-    other = baseline.make_model("gbm").set_params(max_iter=5).fit(features[baseline.FEATURES].to_numpy(),
-                                                                  np.r_[["N"] * 100, ["V"] * 100])
-    with pytest.raises(ValueError, match="settings"):
-        ensemble.fitted_blend(records, {"V": 1.0}, {}, model, gbm=other)
-    with pytest.raises(ValueError, match="settings"):
-        ensemble.fitted_blend(records, {"V": 1.0}, {}, model, gbm=baseline.make_model("gbm"))  # never fitted
+    with pytest.raises(ValueError, match="settings"):  # the fit of other patients
+        ensemble.fitted_blend([101, 108], {"V": 1.0}, {}, model, gbm=fitted)
+    with pytest.raises(ValueError, match="settings"):  # not fit_model's (never fitted)
+        ensemble.fitted_blend(records, {"V": 1.0}, {}, model, gbm=baseline.make_model("gbm"))

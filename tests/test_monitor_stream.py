@@ -281,3 +281,39 @@ def test_replay_jobs_replays_each_job_with_its_own_model_in_and_out_of_processes
     shipped = FeatureBlend.load(blend_path())  # chosen with the recommended model, not with q_model
     with pytest.raises(ValueError, match="chosen with the CNN"):
         Ward(model, blend=shipped).add("bed 1", 360, model=q_model, blend=shipped)
+
+
+def test_recordings_that_begin_alike_are_replayed_once_up_to_where_they_part(model, rec100):
+    # the noise stress test's records of one patient share their clean first minutes: replay_jobs replays
+    # those once and forks the monitor where each parts; every record must still get its own events
+    from ekg.monitor import stream as stream_module
+
+    x = rec100[: 360 * 40].copy()
+    x[360 * 5:360 * 6] = np.nan  # a gap in every copy: missing samples alike are the same samples
+    noisy = x.copy()
+    noisy[360 * 15:] += (0.3 * np.sin(np.arange(len(x) - 360 * 15) / 20)).astype(np.float32)  # parts at 15 s
+    lead_off = x.copy()
+    lead_off[360 * 25:360 * 32] = 0.0  # parts at 25 s
+    signals = {"clean": (x, 360), "noisy": (noisy, 360), "lead off": (lead_off, 360),
+               "slow": (resample(x, 360, 250), 250)}
+    assert stream_module.shared_prefixes(signals, 1.0) == {"noisy": ("clean", 15), "lead off": ("clean", 25)}
+    assert stream_module.shared_prefixes(signals, 0.25) == {"noisy": ("clean", 60), "lead off": ("clean", 100)}
+    together = replay(model, signals)
+    assert "flat" in [e.get("kind") for e in together["lead off"]]
+    for name, (signal, fs) in signals.items():
+        alone = stream(Monitor(model, fs), signal, int(fs))  # its own monitor from the start, 1-s chunks
+        assert [(e["type"], e["time"], e.get("class"), e.get("kind")) for e in together[name]] == \
+               [(e["type"], e["time"], e.get("class"), e.get("kind")) for e in alone], name
+        np.testing.assert_allclose(probabilities(beats_of(together[name])), probabilities(beats_of(alone)), atol=1e-5)
+    # a fork shares only what it reads (the model, the VF trees) and goes on on its own: feeding it other
+    # samples leaves the monitor it came from as if it had never been forked
+    monitor, unforked = Monitor(model, 360), Monitor(model, 360)
+    monitor.push(x[: 360 * 10])
+    unforked.push(x[: 360 * 10])
+    fork = monitor.fork()
+    assert fork.model is monitor.model and fork.vf.model is monitor.vf.model and fork.detector is not monitor.detector
+    fork.push(lead_off[360 * 10:360 * 30] * 0)
+    after = monitor.push(x[360 * 10:360 * 30])
+    assert [(e["type"], e["time"], e.get("class")) for e in after] == \
+           [(e["type"], e["time"], e.get("class")) for e in unforked.push(x[360 * 10:360 * 30])]
+    assert len(beats_of(after)) > 15

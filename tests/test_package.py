@@ -37,7 +37,7 @@ ALLOWED = {
     "monitor.vf_fit": {"config", "data", "signals", "monitor.nst", "monitor.vf", "trees"},
     # cross-validation over DS1 and the classical feature baseline
     "cv": {"config", "data", "metrics", "models"},
-    "baseline": {"config", "data", "signals"},
+    "baseline": {"config", "data", "signals", "trees"},
     # the CNN and the feature baseline's GBM combined, as classify_record and the monitor apply it
     "blend": {"baseline", "config", "data", "models", "trees"},
     # the CNN and the feature baseline combined, chosen on the same folds

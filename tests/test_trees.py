@@ -24,9 +24,11 @@ def test_exported_trees_give_scikit_learns_probabilities(classes):
     test, _ = data(classes, seed=1)
     assert np.isnan(test).any()
     assert any(any(t["missing_left"]) for t in spec["trees"])
-    for compiled in (True, False):
+    for compiled in (True, False, None):
         raw = model.raw(test, compiled=compiled)
         np.testing.assert_allclose(raw, np.reshape(clf.decision_function(test), (len(test), -1)), rtol=0, atol=1e-12)
+    # the two paths add the same leaves in the same order: not close, equal (raw() picks either by size)
+    np.testing.assert_array_equal(model.raw(test, compiled=True), model.raw(test, compiled=False))
     np.testing.assert_allclose(model.predict_proba(test), clf.predict_proba(test), rtol=0, atol=1e-12)
     assert model.classes == list(clf.classes_)
     if classes == 2:

@@ -8,6 +8,7 @@ Never torchvision, matplotlib or the notebooks' utils.
 """
 from __future__ import annotations
 
+import copy
 from collections import deque
 
 import numpy as np
@@ -296,6 +297,14 @@ class Monitor(AlarmRules):
             self.buffer = self.buffer[-keep:]
 
 
+    def fork(self) -> "Monitor":
+        """Return a copy of this monitor in its present state that goes on on its own (its filters,
+        buffers, beats and alarms copied), sharing what it only reads: the model, the blend and the
+        VF detector's trees. Fed the same samples from here, both give the same events."""
+        memo = {id(self.model): self.model, id(self.blend): self.blend, id(self.vf.model): self.vf.model}
+        return copy.deepcopy(self, memo)
+
+
 class Ward:
     """Many patients' monitors served together: each push runs the QRS filters, the beats'
     patient-relative inputs and the model once for all patients, which is what lets one CPU core
@@ -494,8 +503,12 @@ def replay_jobs(jobs, chunk_s=1.0, workers=1, progress=None) -> dict:
 
     The ward runs the filters, the VF detector and the beats' inputs once for every patient and each
     model once per push for its own patients, so a fold of four patients costs far less than on a
-    ward of its own. workers > 1 deals the recordings of every job, longest first, to that many
-    Wards in spawned processes, as replay does."""
+    ward of its own. Recordings of one job that begin with the same chunks (the noise stress test's
+    records of one patient: its clean first minutes at every noise level, nst.stress_records) are
+    replayed once up to where they part, then each goes on from a fork of that monitor
+    (Monitor.fork, shared_prefixes). workers > 1 deals the recordings of every job, longest first,
+    to that many Wards in spawned processes, as replay does, a recording and those sharing its
+    beginning in the same one."""
     names = [name for _, signals, _ in jobs for name in signals]
     if len(set(names)) < len(names):
         repeated = sorted({str(n) for n in names if names.count(n) > 1})
@@ -505,20 +518,65 @@ def replay_jobs(jobs, chunk_s=1.0, workers=1, progress=None) -> dict:
     if workers > 1 and len(names) > 1:
         return _replay_in_processes(jobs, chunk_s, workers)
     ward = Ward(jobs[0][0])
-    everything = {}
+    everything, forks = {}, {}  # forks: {step: [(name, the recording it forks from)]}
     for model, signals, blend in jobs:
+        shared = shared_prefixes(signals, chunk_s)
         for name, (x, fs) in signals.items():
-            ward.add(name, fs, model=model, blend=blend)
+            if name in shared:
+                leader, steps = shared[name]
+                forks.setdefault(steps, []).append((name, leader))
+            else:
+                ward.add(name, fs, model=model, blend=blend)
             everything[name] = (x, fs)
     events = {name: [] for name in everything}
     longest = max(len(x) / fs for x, fs in everything.values())
     steps = range(int(np.ceil(longest / chunk_s)))
     for step in (progress(steps) if progress else steps):
+        for name, leader in forks.get(step, []):
+            ward.monitors[name] = ward.monitors[leader].fork()
+            events[name] = [dict(e) for e in events[leader]]
         chunks = {name: x[int(step * chunk_s * fs):int((step + 1) * chunk_s * fs)]
-                  for name, (x, fs) in everything.items()}
+                  for name, (x, fs) in everything.items() if name in ward.monitors}
         for name, out in ward.push(chunks).items():
             events[name] += out
     return events
+
+
+def shared_prefixes(signals, chunk_s) -> dict:
+    """Return {name: (leader, steps)} for each recording of signals ({name: (signal, fs)}) whose first
+    `steps` chunks of chunk_s seconds (one at least, and short of its last) are the same samples
+    as those of an earlier recording at the same rate, the leader (itself sharing with none): the
+    one it shares the most chunks with, the first such on a tie. NaN counts as equal to NaN."""
+    leaders, shared = [], {}
+    for name, (x, fs) in signals.items():
+        best = (0, None)
+        for other in leaders:
+            y, other_fs = signals[other]
+            if other_fs != fs:
+                continue
+            n = min(len(x), len(y))
+            if not _same_samples(x[:int(chunk_s * fs)], y[:int(chunk_s * fs)]):
+                continue  # not even the first chunk: the common case, settled cheaply
+            differ = np.flatnonzero(~_same_samples(x[:n], y[:n], elementwise=True))
+            same = int(differ[0]) if len(differ) else n
+            steps = 0  # whole chunks inside the common samples, as replay_jobs cuts them
+            while int((steps + 1) * chunk_s * fs) <= same:
+                steps += 1
+            # the recording pushes at least its last chunk itself
+            steps = min(steps, int(np.ceil(len(x) / (chunk_s * fs))) - 1)
+            if steps > best[0]:
+                best = (steps, other)
+        if best[1] is None:
+            leaders.append(name)
+        else:
+            shared[name] = (best[1], best[0])
+    return shared
+
+
+def _same_samples(x, y, elementwise=False):
+    """Whether two equal-length stretches hold the same samples, NaN matching NaN (elementwise: per sample)."""
+    same = (x == y) | (np.isnan(x) & np.isnan(y))
+    return same if elementwise else (len(x) == len(y) and bool(same.all()))
 
 
 def _replay_one_thread(jobs, chunk_s) -> dict:
@@ -531,15 +589,26 @@ def _replay_in_processes(jobs, chunk_s, workers) -> dict:
     """replay_jobs' (and replay's) workers > 1: every job's recordings dealt longest first to the
     least-loaded of `workers` groups, each group replayed by its own Ward (its recordings keeping
     their job's model) in a fresh process (joblib's loky workers, not forks: a fork of a process whose
-    torch/OpenMP threads have run can hang); returns {name: events} in the order of the jobs' signals."""
+    torch/OpenMP threads have run can hang); a recording and those that share its beginning
+    (shared_prefixes) go together, weighing what each replays of its own. Returns {name: events} in
+    the order of the jobs' signals."""
     from joblib import Parallel, delayed
 
-    recordings = [(len(x) / fs, k, name) for k, (_, signals, _) in enumerate(jobs) for name, (x, fs) in signals.items()]
-    workers = min(workers, len(recordings))
+    families = []  # (seconds replayed, job index, names): a leader and the recordings forking from it
+    for k, (_, signals, _) in enumerate(jobs):
+        shared = shared_prefixes(signals, chunk_s)
+        members = {}
+        for name in signals:
+            members.setdefault(shared[name][0] if name in shared else name, []).append(name)
+        for leader, names in members.items():
+            seconds = sum(len(signals[n][0]) / signals[n][1] - (shared[n][1] * chunk_s if n in shared else 0)
+                          for n in names)
+            families.append((seconds, k, names))
+    workers = min(workers, len(families))
     groups, load = [{} for _ in range(workers)], [0.0] * workers  # each group: {job index: {name: signal}}
-    for seconds, k, name in sorted(recordings, key=lambda rec: -rec[0]):
+    for seconds, k, names in sorted(families, key=lambda family: -family[0]):
         lightest = int(np.argmin(load))
-        groups[lightest].setdefault(k, {})[name] = jobs[k][1][name]
+        groups[lightest].setdefault(k, {}).update({name: jobs[k][1][name] for name in names})
         load[lightest] += seconds
     group_jobs = [[(jobs[k][0], signals, jobs[k][2]) for k, signals in group.items()] for group in groups]
     # max_nbytes=None: the signals travel pickled, not as read-only memory maps
