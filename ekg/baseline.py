@@ -294,15 +294,15 @@ def fit_model(kind, records, weight_power=GBM_WEIGHT_POWER):
     return model
 
 
-def gbm_key(records, weight_power, X, y) -> str:
+def gbm_key(records, weight_power, X, y, params=None) -> str:
     """Return the 16-hex-digit SHA-256 of what a GBM fit depends on: the training records, FEATURES,
-    GBM_PARAMS, the weight power and the training matrix and labels themselves (so a changed
-    feature computation or beat table never reuses an old fit)."""
+    the model's settings (params, default GBM_PARAMS), the weight power and the training matrix and
+    labels themselves (so a changed feature computation or beat table never reuses an old fit)."""
     import hashlib
     import json
 
-    settings = {"records": sorted(int(r) for r in records), "features": FEATURES, "params": GBM_PARAMS,
-                "power": float(weight_power)}
+    settings = {"records": sorted(int(r) for r in records), "features": FEATURES,
+                "params": GBM_PARAMS if params is None else params, "power": float(weight_power)}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     h.update(np.ascontiguousarray(X, dtype=np.float64).tobytes())
     h.update("\n".join(map(str, y)).encode())
@@ -321,18 +321,22 @@ def saved_gbm_path(key, write=False) -> Path:
 def _fitted_gbm(records, weight_power, X, y):
     """fit_model's GBM: the saved trees of the same fit (gbm_key) unless config.RETRAIN, else fitted,
     saved and read back as trees. Saved like notebook 03's CNNs: the same fit on another CPU or thread
-    count may give other trees, and a rerun of the report should score the models it reported; the
-    fit takes 40-50 s per DS1 fold on two cores and is the feature baseline's whole cost."""
+    count may give other trees, and a rerun of the report should score the models it reported; a fit
+    takes 35-50 s per DS1 fold on two cores, two thirds of it scikit-learn 1.9's binning of the features
+    under the class weights (benchmarks/logs/gbm_binning_2026-11-29.txt)."""
     from .trees import TreeModel, export_trees, write_spec
 
-    key = gbm_key(records, weight_power, X, y)
+    model = make_model("gbm")
+    # the settings of the model actually fitted, not GBM_PARAMS alone: a stand-in (a test's smaller
+    # model) gets a key of its own, so it never takes, nor leaves behind, the real model's fit
+    params = {name: model.get_params()[name] for name in GBM_PARAMS}
+    key = gbm_key(records, weight_power, X, y, params)
     saved = None if config.RETRAIN else saved_gbm_path(key)
     if saved is not None:
         return TreeModel.load(saved)
-    model = make_model("gbm")
     model.fit(X, y, sample_weight=sample_weights(y, weight_power))
     spec = export_trees(model, FEATURES, fitted_on=sorted(int(r) for r in records), weight_power=float(weight_power),
-                        params=GBM_PARAMS, key=key)
+                        params=params, key=key)
     path = saved_gbm_path(key, write=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.gz")  # own name: folds may fit in parallel

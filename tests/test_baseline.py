@@ -153,9 +153,20 @@ def test_a_fitted_gbm_is_saved_and_reused_only_for_the_same_fit(tmp_path, monkey
     baseline.fit_model("gbm", records)
     assert len(fits) == 4
     monkeypatch.setattr(baseline, "load_features", real_load)
+    # a stand-in model (another test's smaller one) neither takes the saved fit nor is saved as it
+    monkeypatch.setattr(baseline, "make_model", lambda kind: HistGradientBoostingClassifier(max_iter=2, random_state=0))
+    stand_in = baseline.fit_model("gbm", records)
+    assert len(fits) == 5 and len(stand_in.spec["trees"]) == 2 * len(stand_in.classes)
+    monkeypatch.undo()  # the real model again, with its quick settings
+    monkeypatch.setattr(baseline.config, "OUTPUT_ROOT", tmp_path)
+    monkeypatch.setitem(baseline.GBM_PARAMS, "max_iter", 5)
+    monkeypatch.setattr(HistGradientBoostingClassifier, "fit",
+                        lambda self, *args, **kwargs: fits.append(1) or real_fit(self, *args, **kwargs))
+    assert len(baseline.fit_model("gbm", records).spec["trees"]) == 5 * len(first.classes)  # still its own fit
+    assert len(fits) == 5
     monkeypatch.setattr(baseline.config, "RETRAIN", True)  # EKG_RETRAIN=1: fitted again
     baseline.fit_model("gbm", records)
-    assert len(fits) == 5
+    assert len(fits) == 6
 
 
 def test_a_tiny_signal_is_not_scaled_up_to_look_like_beats():

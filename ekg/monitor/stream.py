@@ -296,7 +296,6 @@ class Monitor(AlarmRules):
             self.buffer_start += len(self.buffer) - keep
             self.buffer = self.buffer[-keep:]
 
-
     def fork(self) -> "Monitor":
         """Return a copy of this monitor in its present state that goes on on its own (its filters,
         buffers, beats and alarms copied), sharing what it only reads: the model, the blend and the
