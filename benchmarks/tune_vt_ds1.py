@@ -6,7 +6,7 @@ patient (models/folds/, saved by notebook 03 with the out-of-fold predictions) a
 model's decision thresholds (chosen on the out-of-fold predictions). --blend replays the monitor with
 the CNN + feature-model blend instead (blend.FeatureBlend, which the monitor can take and does not
 ship with): each fold's CNN with its own blend, the feature baseline's GBM fitted on that fold's
-training patients only (ensemble.fitted_blend, cached) with the recommended blend's weights and
+training patients only (ensemble.fitted_blend: the fold fits saved in models/gbm/) with the recommended blend's weights and
 thresholds (models/recommended_blend.json.gz, chosen on the DS1 folds). That is what the monitor will do
 on a new patient, missed and extra beats, late beats and their probabilities included. An earlier
 version replayed the reference beats' out-of-fold probabilities instead: its chosen rule (p(V) at
@@ -86,7 +86,7 @@ def fold_models(records=None, with_blend=False) -> list:
     """Return [(model, held-out records, path, blend)] of the cross-validation folds (models/folds/*.pt),
     each with the recommended model's decision thresholds, keeping the folds that hold some of records.
     blend: None, or with_blend the fold's own blend: the feature baseline's GBM fitted on the fold's
-    training patients (ensemble.fitted_blend, cached) with the recommended blend's weights and
+    training patients (ensemble.fitted_blend: the fold fits saved in models/gbm/) with the recommended blend's weights and
     thresholds (models/recommended_blend.json.gz)."""
     # where notebook 03 wrote them (the output root, as models.model_path looks), else the committed ones
     folder = next((base / "models" / "folds" for base in (config.OUTPUT_ROOT, ROOT)
