@@ -86,12 +86,12 @@ def folds(minutes, workers):
 
 def stress_test(minutes):
     """--nst: the noise stress records with and without shared beginnings, one process each."""
-    from ekg.monitor import stream
+    from ekg.monitor import replays
 
     em, em_fs = nst.read_noise("em", 0)
     signals, _ = nst.stress_records(DS2, nst.NST_SNRS_DB, em, em_fs, find_data_dir(), minutes=minutes)
     model = load_model(model_path("recommended"))
-    shared = stream.shared_prefixes(signals, 1.0)
+    shared = replays.shared_prefixes(signals, 1.0)
     hours = sum(len(x) / fs for x, fs in signals.values()) / 3600
     saved = sum(steps for _, steps in shared.values()) / 3600
     print(f"{len(signals)} noise stress records ({len(DS2)} DS2 records x {len(nst.NST_SNRS_DB)} levels) x {minutes:g} min "
@@ -99,14 +99,14 @@ def stress_test(minutes):
     t0 = time.perf_counter()
     forked = replay(model, signals)
     t_forked = time.perf_counter() - t0
-    real = stream.shared_prefixes
-    stream.shared_prefixes = lambda signals, chunk_s: {}  # every recording from its start, as before
+    real = replays.shared_prefixes
+    replays.shared_prefixes = lambda signals, chunk_s: {}  # every recording from its start, as before
     try:
         t0 = time.perf_counter()
         whole = replay(model, signals)
         t_whole = time.perf_counter() - t0
     finally:
-        stream.shared_prefixes = real
+        replays.shared_prefixes = real
     print(f"every recording from its start: {t_whole:.1f} s; shared beginnings: {t_forked:.1f} s "
           f"-> {t_whole / t_forked:.2f}x faster")
     print(f"shared beginnings against every recording from its start: {same_events(whole, forked)}")

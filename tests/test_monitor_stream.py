@@ -286,7 +286,7 @@ def test_replay_jobs_replays_each_job_with_its_own_model_in_and_out_of_processes
 def test_recordings_that_begin_alike_are_replayed_once_up_to_where_they_part(model, rec100):
     # the noise stress test's records of one patient share their clean first minutes: replay_jobs replays
     # those once and forks the monitor where each parts; every record must still get its own events
-    from ekg.monitor import stream as stream_module
+    from ekg.monitor import replays
 
     x = rec100[: 360 * 40].copy()
     x[360 * 5:360 * 6] = np.nan  # a gap in every copy: missing samples alike are the same samples
@@ -296,8 +296,8 @@ def test_recordings_that_begin_alike_are_replayed_once_up_to_where_they_part(mod
     lead_off[360 * 25:360 * 32] = 0.0  # parts at 25 s
     signals = {"clean": (x, 360), "noisy": (noisy, 360), "lead off": (lead_off, 360),
                "slow": (resample(x, 360, 250), 250)}
-    assert stream_module.shared_prefixes(signals, 1.0) == {"noisy": ("clean", 15), "lead off": ("clean", 25)}
-    assert stream_module.shared_prefixes(signals, 0.25) == {"noisy": ("clean", 60), "lead off": ("clean", 100)}
+    assert replays.shared_prefixes(signals, 1.0) == {"noisy": ("clean", 15), "lead off": ("clean", 25)}
+    assert replays.shared_prefixes(signals, 0.25) == {"noisy": ("clean", 60), "lead off": ("clean", 100)}
     together = replay(model, signals)
     assert "flat" in [e.get("kind") for e in together["lead off"]]
     for name, (signal, fs) in signals.items():

@@ -32,6 +32,8 @@ ALLOWED = {
     "monitor.vf": {"signals", "trees"},
     "monitor.stream": {"baseline", "blend", "data", "features", "batches", "models", "monitor.alarms", "monitor.qrs",
                        "monitor.quality", "monitor.vf"},
+    # whole recordings replayed through a Ward (notebook 05, the DS1 tuning scripts)
+    "monitor.replays": {"monitor.stream"},
     # offline tools on top of the live path: the noise stress test and the VF detector's fitting
     "monitor.nst": {"data", "signals"},
     "monitor.vf_fit": {"config", "data", "signals", "monitor.nst", "monitor.vf", "trees"},

@@ -14,7 +14,8 @@ from .alarms import (ALARM_PRIORITY, ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, CRITIC
                      VT_GRACE_S, AlarmRules, rhythm_spans, score_vt_alarms, vt_episodes)
 from .qrs import StreamingQRS, detect_beats, detect_beats_variants
 from .quality import block_quality
-from .stream import Monitor, Ward, replay, replay_jobs
+from .replays import replay, replay_jobs
+from .stream import Monitor, Ward
 from .vf import VF_SETTINGS, VFDetector, detect_vf
 
 __all__ = ["ALARM_PRIORITY", "ALARM_THRESHOLDS", "ARRHYTHMIA_ALARMS", "CRITICAL_ALARMS", "NEVER_SUPPRESSED",
