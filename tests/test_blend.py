@@ -92,6 +92,20 @@ def test_monitor_blend_equals_offline_blend(model, blend, excerpt):
     assert np.abs(live[:, CLASSES.index("V")] - cnn[:, CLASSES.index("V")]).max() > 0.05
 
 
+def test_a_ward_decides_its_beats_with_the_blends_thresholds(model, blend, excerpt):
+    # the blend's thresholds made far from the CNN's, so the two decisions part on many beats
+    import copy
+
+    eager = copy.copy(blend)
+    eager.meta = {**blend.meta, "thresholds": {"S": 1e-4, "V": 0.9}}
+    ward = Ward(model, blend=eager)
+    ward.add("a", 360)
+    beats = beats_of([e for i in range(0, 360 * 60, 90) for e in ward.push({"a": excerpt[i:i + 90]})["a"]])
+    live = probabilities(beats)
+    assert [b["class"] for b in beats] == list(np.asarray(CLASSES)[decide(live, eager.meta)])
+    assert (decide(live, eager.meta) != decide(live, model.meta)).sum() > 10
+
+
 def test_a_ward_with_a_blend_gives_each_monitor_its_own_events(model, blend, excerpt):
     other = read_signal(SHARED / "208")[0][: 360 * 60]
     together = replay(model, {"a": (excerpt[: 360 * 60], 360), "b": (other, 360)}, chunk_s=0.5, blend=blend)
@@ -135,10 +149,11 @@ def test_gbm_probs_take_a_table_or_an_array(blend):
 def test_the_monitor_decides_with_the_blends_thresholds(model, blend):
     # p(V) 0.5: past the blend's V threshold (0.43, chosen on the DS1 folds), short of the CNN's own (0.66)
     assert blend.meta["thresholds"]["V"] < 0.5 < model.meta["thresholds"]["V"]
-    batch = {"peaks": [3600], "rr_prev": [0.8], "similarity": [1.0], "now": 3700}
+    batch = {"peaks": [3600], "rr_prev": [0.8], "similarity": np.array([1.0]), "now": 3700}
     probs = np.array([[0.5, 0.0, 0.5, 0.0, 0.0]])
-    with_blend = beats_of(Monitor(model, 360, blend=blend)._finish(batch, probs))
-    alone = beats_of(Monitor(model, 360)._finish(batch, probs))
+    blended, own = Monitor(model, 360, blend=blend), Monitor(model, 360)
+    with_blend = beats_of(blended._finish(batch, probs, blended._classes(probs)))
+    alone = beats_of(own._finish(batch, probs, own._classes(probs)))
     assert with_blend[0]["class"] == "V" and alone[0]["class"] == "N"
 
 

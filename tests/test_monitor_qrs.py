@@ -10,6 +10,7 @@ from hypothesis import given, strategies as st
 from ekg.classify import match_beats
 from ekg.data import find_data_dir, load_beats
 from ekg.monitor import StreamingQRS, detect_beats, detect_beats_variants
+from ekg.monitor.qrs import _new_peaks
 from ekg.signals import read_signal, resample
 from helpers import stream, stream_in_pieces
 
@@ -44,6 +45,49 @@ def test_detecting_many_streams_at_once_equals_one_at_a_time():
         for k, peaks in enumerate(StreamingQRS.feed_many(detectors, np.stack([x[i:i + 90] for x in signals]))):
             together[k] += peaks
     assert together == alone
+
+
+def find_peaks_rule(row, margin):
+    """The integrator peaks _decide keeps, by its own per-detector rule: scipy's find_peaks, then the
+    first maximum within +-margin, neither examined before nor without margin samples after it."""
+    from scipy.signal import find_peaks
+
+    return [k for k in find_peaks(row)[0]
+            if margin + 1 <= k < len(row) - margin and row[k - margin:k + margin + 1].argmax() == margin]
+
+
+@pytest.mark.parametrize("margin", [2, 3, 36, 37])
+def test_the_peaks_found_for_many_detectors_at_once_are_those_of_the_per_detector_rule(margin):
+    # rows of few levels hold ties and plateaus of every length, where find_peaks takes a plateau's middle
+    rng = np.random.default_rng(margin)
+    for trial in range(100):
+        rows = rng.integers(0, 5, size=(4, 2 * margin + 1 + int(rng.integers(1, 150)))).astype(np.float32)
+        if trial % 2:
+            rows = rng.random(rows.shape).astype(np.float32)
+        assert [list(k) for k in _new_peaks(rows, margin)] == [find_peaks_rule(r, margin) for r in rows]
+
+
+def test_the_peaks_found_at_once_on_real_signal_are_those_of_the_per_detector_rule(rec208):
+    detector = StreamingQRS()
+    detector.keep = len(rec208)  # the whole integrator kept, not 3 s
+    detector.feed(rec208[:360 * 60])
+    margin = detector.refractory // 2
+    rows = np.lib.stride_tricks.sliding_window_view(detector.mwi, 2 * margin + 1 + 90)[::45]
+    assert [list(k) for k in _new_peaks(rows, margin)] == [find_peaks_rule(r, margin) for r in rows]
+    assert sum(len(k) for k in _new_peaks(rows, margin)) > 50
+
+
+def test_detectors_of_other_settings_fed_together_detect_as_alone():
+    # feed_many finds the peaks of detectors with the same refractory period in one pass; one with
+    # its own is searched on its own
+    x = read_signal(SHARED / "208")[0][: 360 * 60]
+    settings = [{}, {"REFRACTORY_S": 0.45}, {"HOLD_S": 0.1}]
+    alone = [stream(StreamingQRS(**s), x, 90) for s in settings]
+    detectors, together = [StreamingQRS(**s) for s in settings], [[] for _ in settings]
+    for i in range(0, len(x), 90):
+        for k, peaks in enumerate(StreamingQRS.feed_many(detectors, np.stack([x[i:i + 90]] * len(settings)))):
+            together[k] += peaks
+    assert together == alone and alone[0] != alone[1]
 
 
 def test_detector_settings_are_checked_by_name():

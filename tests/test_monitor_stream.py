@@ -14,6 +14,8 @@ from ekg.data import CLASSES, CONTEXT, find_data_dir, load_beats
 from ekg.features import TEMPLATE_BEATS
 from ekg.models import decide, load_model, model_path
 from ekg.monitor import Monitor, Ward, replay, replay_jobs
+from ekg.monitor.alarms import mean_of
+from ekg.monitor.stream import _median_of_rows
 from ekg.signals import read_signal, resample
 from helpers import beats_of, probabilities, stream, stream_in_pieces
 
@@ -64,6 +66,17 @@ def test_monitor_probabilities_equal_offline_classification(model, excerpts, rec
     else:
         # without a cap a beat waits for its next beat, up to MAX_WAIT_S: past a 0.7-s cap's bound here
         assert 0.7 + Monitor.NEXT_BEAT_DECIDED_S + 0.25 < delays.max() <= Monitor.MAX_WAIT_S + 0.25 + 1e-9
+
+
+def test_beats_beside_missing_samples_get_probabilities_not_nan(model, excerpts):
+    # a gap shorter than a beat: the detector finds the beats round it, whose 2-s windows hold the NaN
+    x = excerpts[119][: 360 * 40].copy()
+    x[360 * 20:360 * 20 + 60] = np.nan
+    monitor = Monitor(model, 360)
+    beats = beats_of(stream(monitor, x, 90))
+    # the beats whose windows hold the gap get numbers, as offline (features.beats_from_signal) they do
+    assert sum(abs(b["time"] - 20) < 1 for b in beats) >= 2
+    assert np.isfinite(probabilities(beats)).all()
 
 
 def test_monitor_beats_match_offline_classification(model, rec100):
@@ -317,3 +330,22 @@ def test_recordings_that_begin_alike_are_replayed_once_up_to_where_they_part(mod
     assert [(e["type"], e["time"], e.get("class")) for e in after] == \
            [(e["type"], e["time"], e.get("class")) for e in unforked.push(x[360 * 10:360 * 30])]
     assert len(beats_of(after)) > 15
+
+
+@pytest.mark.parametrize("count", [31, 32])
+def test_the_ward_takes_the_templates_median_with_numpys_numbers(count):
+    # float32 rows of few levels: ties, and two middle values to average when the count is even
+    rows = np.random.default_rng(count).integers(-40, 40, size=(50, count, 256)).astype(np.float32) / 7
+    np.testing.assert_array_equal(_median_of_rows(rows), np.median(rows, axis=1))
+    assert _median_of_rows(rows).dtype == np.float32
+
+
+def test_the_rr_means_and_spread_are_numpys_numbers():
+    # a beat's RR inputs: the monitor's mean_of (and the spread from it) must give np.mean's and np.std's
+    # numbers to the last bit, as the model's inputs offline have them (numpy sums in pairs past 8 values)
+    rng = np.random.default_rng(0)
+    for n in list(range(1, 40)) + [255, 256]:
+        for _ in range(20):
+            rr = rng.random(n) * rng.choice([0.01, 1, 3])
+            assert mean_of(rr) == np.mean(rr)
+            assert np.sqrt(mean_of((rr - mean_of(rr)) ** 2)) == np.std(rr)

@@ -186,10 +186,10 @@ class AlarmRules:
             self.active.discard("frequent ectopy")
         # an interval ended by a beat unlike the one before it (a bump of noise, or the beat after
         # one) is left out of the rate; with fewer than rate_beats known intervals there is no rate
-        rrs = [b[2] for b in self.recent[-th["rate_beats"]:] if not np.isnan(b[2])
+        rrs = [b[2] for b in self.recent[-th["rate_beats"]:] if b[2] == b[2]  # not NaN
                and not b[4] < th["rate_min_similarity"]]
         if len(rrs) == th["rate_beats"]:
-            rate = 60 / np.mean(rrs)
+            rate = 60 / mean_of(np.array(rrs))
             margin = th["rate_hysteresis_bpm"]
             for kind, on, off in [("tachycardia", rate > th["tachycardia_bpm"], rate < th["tachycardia_bpm"] - margin),
                                   ("bradycardia", rate < th["bradycardia_bpm"], rate > th["bradycardia_bpm"] + margin)]:
@@ -260,6 +260,13 @@ def score_vt_alarms(episodes, alarm_times, grace_s=VT_GRACE_S, excused=()) -> tu
     spared = np.asarray(excused, dtype=float).reshape(-1, 2)
     in_vf = ((times[None, :] >= spared[:, :1]) & (times[None, :] <= spared[:, 1:] + grace_s)).any(axis=0)
     return first, ~inside.any(axis=0) & ~in_vf
+
+
+def mean_of(values):
+    """Return np.mean of a 1-d float array, the same number without np.mean's checks (numpy's own sum,
+    then the division): the monitor takes a few means for every beat, and np.mean's own overhead
+    showed in a ward's profile."""
+    return np.add.reduce(values) / len(values)
 
 
 def _rr_spread(rrs) -> float:

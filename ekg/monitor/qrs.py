@@ -1,6 +1,6 @@
 """Streaming QRS detection (Pan-Tompkins with carried state), and the same detector run offline.
 
-Imports: data (the MIT-BIH rate), signals (R-peak refinement), NumPy, scipy.signal.
+Imports: data (the MIT-BIH rate), signals (R-peak refinement), NumPy, scipy.signal, scipy.ndimage.
 """
 from __future__ import annotations
 
@@ -67,6 +67,18 @@ class StreamingQRS:
         self.candidates = []  # (index, value) of sub-threshold MWI peaks since the last beat
         self.r_of = {}  # R peak of a candidate, found before its signal left the buffer (see _trim)
 
+    @property
+    def rr(self) -> list:
+        """The last 8 RR intervals (samples), for the search-back."""
+        return self._rr
+
+    @rr.setter
+    def rr(self, intervals):
+        # _advance's search-back interval (RR_MISSED mean RR, samples) is worked out here, when the
+        # intervals change, not on every push
+        self._rr = intervals
+        self.missed_after = self.RR_MISSED * sum(intervals) / len(intervals) if intervals else None
+
     def feed(self, x) -> list:
         return StreamingQRS.feed_many([self], np.asarray(x, dtype=np.float32)[None])[0]
 
@@ -90,18 +102,34 @@ class StreamingQRS:
                             axis=1)
         width = detectors[0].window
         kernel = np.full(width, 1 / width, np.float32)
-        out = []
+        # the detectors past their learning find their new integrator peaks in one vectorised pass
+        # (_new_peaks); the rest (learning, or a refractory period of their own) one by one. The
+        # _decide that ends a detector's learning examines its peaks from the stream's start, so from
+        # its next chunk on, peaks are examined from margin before that chunk and its buffer holds
+        # far more than the 2 margin + 1 samples that _new_peaks takes from before the chunk.
+        margin = detectors[0].refractory // 2
+        together = [k for k, d in enumerate(detectors) if d.spki is not None and d.refractory // 2 == margin]
+        tails = [detectors[k].mwi[len(detectors[k].mwi) - 2 * margin - 1:] for k in together]
+        mwis = []
         for k, d in enumerate(detectors):
             d.zi, d.tail = zi[:, k].copy(), np.concatenate([ext[k, -4:], sq[k, sq.shape[1] - width + 1:]])
             # a running sum would round differently for different chunkings; a convolution sums
             # each window afresh, so the integrator is bit-for-bit the same whatever the chunks
-            mwi = np.convolve(sq[k], kernel, "valid").astype(np.float32)
-            out.append(d._decide(chunks[k], band[k], mwi))
-        return out
+            mwis.append(np.convolve(sq[k], kernel, "valid").astype(np.float32))
+        peaks = [None] * len(detectors)
+        if together:
+            found = _new_peaks(np.concatenate([np.array(tails), np.array([mwis[k] for k in together])], axis=1),
+                               margin)
+            for k, row in zip(together, found):
+                d = detectors[k]
+                # seg[0] of _decide is the sample 2 * margin + 1 before the new chunk
+                peaks[k] = row + d.n - 2 * margin - 1
+        return [d._decide(chunks[k], band[k], mwis[k], peaks[k]) for k, d in enumerate(detectors)]
 
-    def _decide(self, x, band, mwi) -> list:
-        from scipy.signal import find_peaks
-
+    def _decide(self, x, band, mwi, peaks=None) -> list:
+        """Take the new samples (raw, band-passed, integrated); return the R peaks decided now.
+        peaks: the absolute indices of the new integrator peaks, as _new_peaks finds them for many
+        detectors at once (feed_many); None to find them here."""
         self.raw, self.band, self.mwi = (np.concatenate([self.raw, x]), np.concatenate([self.band, band]),
                                          np.concatenate([self.mwi, mwi]))
         self.n += len(x)
@@ -115,15 +143,17 @@ class StreamingQRS:
         # margin on both sides, so a peak's neighbours are always in view.
         margin = self.refractory // 2
         settled = self.n - margin
-        lo = max(self.checked - self.offset - 1 - margin, 0)
-        seg = self.mwi[lo:settled + margin - self.offset + 1]
-        peaks, _ = find_peaks(seg)
-        # keep a peak only if it is the first maximum within +-margin: a local rule, so the same
-        # peaks survive however the stream was cut (find_peaks' distance= depends on the segment)
-        for k in peaks:
-            p = k + lo + self.offset
-            if p < self.checked or p >= settled or k < margin or k >= len(seg) - margin \
-                    or seg[k - margin:k + margin + 1].argmax() != margin:
+        if peaks is None:
+            from scipy.signal import find_peaks
+
+            lo = max(self.checked - self.offset - 1 - margin, 0)
+            seg = self.mwi[lo:settled + margin - self.offset + 1]
+            # keep a peak only if it is the first maximum within +-margin: a local rule, so the same
+            # peaks survive however the stream was cut (find_peaks' distance= depends on the segment)
+            peaks = [k + lo + self.offset for k in find_peaks(seg)[0]
+                     if margin <= k < len(seg) - margin and seg[k - margin:k + margin + 1].argmax() == margin]
+        for p in peaks:
+            if p < self.checked or p >= settled:
                 continue
             beats += self._advance(p)
             beats += self._consider(p, float(np.sqrt(self.mwi[p - self.offset])))
@@ -210,7 +240,7 @@ class StreamingQRS:
                 continue
             if self.last_mwi_peak is None or len(self.rr) < 2:
                 break
-            due = self.last_mwi_peak + self.RR_MISSED * sum(self.rr) / len(self.rr)  # the last 8
+            due = self.last_mwi_peak + self.missed_after  # RR_MISSED mean RR of the last 8
             if due > until:
                 break
             found = self._search_back()
@@ -255,6 +285,30 @@ class StreamingQRS:
         b = max(p - int(self.R_SEARCH_END_S * self.fs) - self.offset + 1, a + 1)
         r = a + int(np.abs(self.band[a:b]).argmax())
         return int(refine_peaks(self.raw, [r], self.fs)[0]) + self.offset
+
+
+def _new_peaks(seg, margin) -> list:
+    """Return, for each row of seg (integrator samples, each row from 2 * margin + 1 samples before a
+    detector's new chunk to its end), the positions k in the row that _decide keeps as peaks: scipy's
+    find_peaks peaks that are the first maximum within +-margin, and that were not examined before
+    (k > margin) and have margin samples after them (k < len - margin).
+
+    The same positions _decide's find_peaks loop gives, found for every row in one vectorised pass, so
+    that a ward searches once per push rather than once per patient: a first maximum within +-margin
+    is above every sample of the margin before it and not below any of the margin after it, and
+    find_peaks (a rise, then a plateau of one or more samples, then a fall; the peak in the plateau's
+    middle) keeps such a sample exactly when its plateau is one or two samples long."""
+    from scipy.ndimage import maximum_filter1d
+
+    length = seg.shape[1]
+    k = np.arange(margin + 1, length - margin)
+    # window_max[:, i] is the maximum of seg[:, i - margin // 2:i - margin // 2 + margin]
+    window_max = maximum_filter1d(seg, margin, axis=1, mode="nearest")
+    centre, after, after2 = seg[:, k], seg[:, k + 1], seg[:, k + 2]
+    first_max = (centre > window_max[:, k - margin + margin // 2]) & (centre >= window_max[:, k + 1 + margin // 2])
+    is_peak = (after < centre) | ((after == centre) & (after2 < centre))
+    rows, cols = np.nonzero(first_max & is_peak)
+    return np.split(k[cols], np.searchsorted(rows, np.arange(1, len(seg))))
 
 
 def detect_beats(signal, fs, **settings) -> np.ndarray:

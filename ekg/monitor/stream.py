@@ -20,7 +20,7 @@ from ..batches import BeatSet, predict
 from ..data import CLASSES, CONTEXT
 from ..features import LOCAL_BEATS, LONG_BEATS, TEMPLATE_BEATS, _inputs_from_parts, beat_parts
 from ..models import decide
-from .alarms import ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, NEVER_SUPPRESSED, AlarmRules
+from .alarms import ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, NEVER_SUPPRESSED, AlarmRules, mean_of
 from .qrs import StreamingQRS
 from .quality import beat_similarity, block_qualities
 from .vf import VFDetector
@@ -103,7 +103,7 @@ class Monitor(AlarmRules):
         self.quality, self.bad_until = "ok", -1.0
         self.bad_blocks = []  # (start, end) samples of the last minute's bad quality blocks
         self.pending = []  # detected R peaks (samples at model rate) waiting to be classified
-        self.history, self.amplitudes = [], []  # beat windows and QRS amplitudes of the last 32 beats
+        self.history = []  # the last 32 beats' windows, each with its QRS amplitude as a last column
         self.last_r = None
         self.rr = []  # RR intervals (s) of the last LONG_BEATS beats: the local and the long mean
         self.last_rr_prev = np.nan  # the previous beat's RR interval before it
@@ -148,7 +148,7 @@ class Monitor(AlarmRules):
             return [], np.zeros(0, np.float32)
         if self.adc_gain is not None:
             x = (x.astype(np.float64) - self.adc_baseline) / self.adc_gain
-        elif np.issubdtype(x.dtype, np.integer):
+        elif x.dtype.kind in "iu":  # np.issubdtype(x.dtype, np.integer), without its overhead on every push
             raise ValueError("integer samples are converter counts, not mV: give Monitor(..., adc_gain=counts "
                              "per mV, adc_baseline=count at 0 mV), or push floats in mV")
         x = np.asarray(x, dtype=np.float64).ravel().astype(np.float32)
@@ -161,20 +161,26 @@ class Monitor(AlarmRules):
         self.buffer = np.concatenate([self.buffer, y])
         return self._blocks(y), y
 
-    def _finish(self, batch, probs):
-        """Beat events and rhythm alarms for classified beats, then the alarms for missing beats."""
+    def _classes(self, probs) -> np.ndarray:
+        """Return the class index of each row of probabilities: the blend's thresholds with a blend,
+        the model's without (models.decide). _push_many decides once for the monitors sharing a model
+        and a blend."""
+        return decide(probs, self.decision_meta)
+
+    def _finish(self, batch, probs, classes):
+        """Beat events and rhythm alarms for classified beats (probs, and their classes from _classes),
+        then the alarms for missing beats."""
         events = []
         if batch:
-            for r, p, prev, k, similar in zip(batch["peaks"], probs, batch["rr_prev"], decide(probs, self.decision_meta),
-                                              batch["similarity"]):
+            for r, p, prev, k, similar in zip(batch["peaks"], probs.tolist(), batch["rr_prev"], classes.tolist(),
+                                              batch["similarity"].tolist()):
                 t = r / self.model_fs
-                cls = CLASSES[int(k)]
-                events.append({"type": "beat", "time": t, "class": cls,
-                               "probabilities": dict(zip(CLASSES, map(float, p))),
+                cls = CLASSES[k]
+                events.append({"type": "beat", "time": t, "class": cls, "probabilities": dict(zip(CLASSES, p)),
                                "delay_s": (batch["now"] - r) / self.model_fs, "quality": self.quality,
-                               "similarity": float(similar)})
+                               "similarity": similar})
                 # the rules see the beat's p(V) and its likeness to the beat before or the template (ALARM_THRESHOLDS)
-                events += self._rhythm_alarms(t, cls, prev, float(p[V_INDEX]), float(similar))
+                events += self._rhythm_alarms(t, cls, prev, p[V_INDEX], similar)
         return events + self._timed_alarms()
 
     # -- signal quality -----------------------------------------------------------
@@ -243,7 +249,7 @@ class Monitor(AlarmRules):
                 # gone: padded the same way, so it still counts for the rhythm (pause, rate)
                 edge = window[0] if len(window) else (self.buffer[0] if len(self.buffer) else 0)
                 window = np.r_[np.full(CONTEXT[0] + CONTEXT[1] - len(window), edge), window]
-            contexts.append(np.nan_to_num(window))
+            contexts.append(window)
             prev = (r - self.last_r) / self.model_fs if self.last_r is not None else np.nan
             if self.last_r is not None and any(a < r and b > self.last_r for a, b in self.bad_blocks):
                 # the interval spans a flat, missing, clipped or noisy stretch: beats were lost in it, so
@@ -253,10 +259,17 @@ class Monitor(AlarmRules):
             rr_prev.append(prev)
             # features.rr_history's numbers: means of the last LOCAL_BEATS and LONG_BEATS intervals,
             # the previous beat's interval, the spread of the last LOCAL_BEATS
-            rr_local.append(np.mean(self.rr[-LOCAL_BEATS:]) if self.rr else np.nan)
-            rr_long.append(np.mean(self.rr) if self.rr else np.nan)
+            if self.rr:
+                recent = np.array(self.rr[-LOCAL_BEATS:])
+                rr_local.append(mean_of(recent))
+                rr_long.append(mean_of(np.array(self.rr)))
+                # np.std's number: the root of the mean squared deviation
+                rr_spread.append(np.sqrt(mean_of((recent - mean_of(recent)) ** 2)))
+            else:
+                rr_local.append(np.nan)
+                rr_long.append(np.nan)
+                rr_spread.append(np.nan)
             rr_before.append(self.last_rr_prev)
-            rr_spread.append(np.std(self.rr[-LOCAL_BEATS:]) if self.rr else np.nan)
             # no next beat by now: with a capped model the RR is at least the cap, which is all it sees
             rr_next.append((nxt - r) / self.model_fs if nxt is not None else (cap or np.nan))
             if self.blend is not None:
@@ -272,7 +285,12 @@ class Monitor(AlarmRules):
             if not np.isnan(prev):
                 self.rr = (self.rr + [prev])[-LONG_BEATS:]
             self.last_r, self.last_rr_prev = r, prev
-        contexts = np.stack(contexts).astype(np.float32)
+        # np.array, not np.stack: the same array for rows of one length, with less overhead; and
+        # np.nan_to_num only when a sum says there is a NaN or an infinity (its overhead, on every beat,
+        # was not small; on finite rows it changes nothing)
+        contexts = np.array(contexts, dtype=np.float32)
+        if not np.isfinite(contexts.sum()):
+            contexts = np.nan_to_num(contexts)
         self._trim(keep)
         return {"peaks": [r for r, _ in ready], "context": contexts, "rr_prev": rr_prev, "rr_next": rr_next,
                 "rr_local": rr_local, "rr_long": rr_long, "rr_before": rr_before, "rr_spread": rr_spread,
@@ -306,9 +324,9 @@ class Monitor(AlarmRules):
 
 
 class Ward:
-    """Many patients' monitors served together: each push runs the QRS filters, the beats'
-    patient-relative inputs and the model once for all patients, which is what lets one CPU core
-    follow more than a thousand streams.
+    """Many patients' monitors served together: each push runs the QRS filters and peak search, the
+    VF detector, the beats' patient-relative inputs and the model once for all patients, which is
+    what lets one CPU core follow hundreds of streams (benchmarks/bench_monitor.py).
 
     ward = Ward(model); ward.add("bed 3", fs=250); ward.push({"bed 3": samples, ...})
     returns {patient: events}, the same events each Monitor.push would return.
@@ -367,7 +385,7 @@ def _push_many(monitors, chunks) -> list:
     for i, b in enumerate(batches):
         if b:
             by_rate.setdefault(monitors[i].model_fs, []).append(i)
-    probs = [None] * len(monitors)
+    probs, classes = [None] * len(monitors), [None] * len(monitors)
     for ready in by_rate.values():
         # the beats' inputs once for every patient; then one model call per model (a ward may serve
         # patients with different models: replay_jobs' cross-validation folds) and per blend
@@ -386,11 +404,11 @@ def _push_many(monitors, chunks) -> list:
             if first.blend is not None:  # one feature model call for the monitors sharing this blend
                 out = first.blend.probs(out, _blend_features([monitors[ready[k]] for k in ks],
                                                              [batches[ready[k]] for k in ks]))
-            sizes = [len(batches[ready[k]]["context"]) for k in ks]
-            for k, p in zip(ks, np.split(out, np.cumsum(sizes)[:-1])):
-                probs[ready[k]] = p
-    return [events + m._vf_alarms(w) + m._finish(b, p)
-            for m, events, w, b, p in zip(monitors, quality_events, vf_windows, batches, probs)]
+            sizes = np.cumsum([len(batches[ready[k]]["context"]) for k in ks])[:-1]
+            for k, p, c in zip(ks, np.split(out, sizes), np.split(first._classes(out), sizes)):
+                probs[ready[k]], classes[ready[k]] = p, c
+    return [events + m._vf_alarms(w) + m._finish(b, p, c)
+            for m, events, w, b, p, c in zip(monitors, quality_events, vf_windows, batches, probs, classes)]
 
 
 def _judge_blocks(monitors, blocks) -> list:
@@ -417,35 +435,56 @@ def _ward_inputs(monitors, batches) -> dict:
     own patient's previous TEMPLATE_BEATS beats (kept by its monitor); the same numbers as offline."""
     contexts = np.concatenate([b["context"] for b in batches])
     ctx, beat, amplitude = beat_parts(contexts, np.median(contexts, axis=1))
-    beat_rows, amplitude_rows, previous_rows, row = [], [], [], 0
+    # each beat's window with its QRS amplitude as one more column: one array of a patient's last beats
+    beat_and_amplitude = np.concatenate([beat, amplitude[:, None]], axis=1)
+    past_rows, previous_rows, row = [], [], 0
     for m, b in zip(monitors, batches):
         n = len(b["context"])
-        beats, amplitudes = m.history + list(np.array(beat[row:row + n])), m.amplitudes + list(amplitude[row:row + n])
+        first = len(m.history) == 0
+        rows, past, m.history = _running_past(m.history, beat_and_amplitude[row:row + n], TEMPLATE_BEATS)
+        past_rows.append(rows[past])
         # each beat's predecessor, for how much it looks like it (quality.beat_similarity, below)
-        previous_rows += [beats[j - 1] if j > 0 else np.full(beat.shape[1], np.nan, np.float32)
-                          for j in range(len(m.history), len(beats))]
-        for j in range(len(m.history), len(beats)):
-            # causal_median's rule: the previous TEMPLATE_BEATS beats, the stream's first beat
-            # standing in for those before it
-            past = [max(k, 0) for k in range(j - TEMPLATE_BEATS, j)]
-            beat_rows += [beats[k] for k in past]
-            amplitude_rows += [amplitudes[k] for k in past]
-        m.history = beats[-TEMPLATE_BEATS:]
-        m.amplitudes = amplitudes[-TEMPLATE_BEATS:]
+        previous = rows[past[:, -1], :-1]
+        if first:
+            previous[0] = np.nan  # the stream's first beat has none
+        previous_rows.append(previous)
         row += n
-    template = np.median(np.stack(beat_rows).reshape(len(contexts), TEMPLATE_BEATS, -1), axis=1)
+    # the medians of the previous TEMPLATE_BEATS beats: the template, and the typical QRS amplitude
+    medians = _median_of_rows(np.concatenate(past_rows))
+    template, typical = medians[:, :-1], medians[:, -1]
     # for the rhythm rules, not the model: each beat's likeness to the beat before it or to its patient's
     # running template, whichever is closer (a multiform rhythm repeats its shapes; noise repeats none);
     # never NaN: a stream's first beat has no beat before it but is its own template
     fs = monitors[0].model_fs
-    similarity = np.fmax(beat_similarity(beat, np.stack(previous_rows), fs), beat_similarity(beat, template, fs))
+    similarity = np.fmax(beat_similarity(beat, np.concatenate(previous_rows), fs), beat_similarity(beat, template, fs))
     for b, part in zip(batches, np.split(similarity, np.cumsum([len(b["context"]) for b in batches])[:-1])):
         b["similarity"] = part
-    typical = np.median(np.asarray(amplitude_rows, dtype=np.float32).reshape(len(contexts), TEMPLATE_BEATS), axis=1)
     rr = {k: np.concatenate([b[k] for b in batches])
           for k in ("rr_prev", "rr_next", "rr_local", "rr_long", "rr_before", "rr_spread")}
     return _inputs_from_parts(ctx, beat, amplitude, typical, template, rr["rr_prev"], rr["rr_next"], rr["rr_local"],
                               rr["rr_long"], rr["rr_before"], rr["rr_spread"])
+
+
+def _running_past(kept, new, count) -> tuple:
+    """Return (rows, past, kept): a patient's kept rows (its last count beats' values, an array or
+    [] at the start) followed by the new beats' rows; past (n new, count), the index in rows of each
+    new beat's previous count beats, the stream's first beat standing in for those before it
+    (features.causal_median's rule); and the last count rows to keep (a copy, holding no batch)."""
+    rows = np.array(new) if len(kept) == 0 else np.concatenate([kept, new])
+    j = np.arange(len(kept), len(rows))
+    past = np.maximum(j[:, None] - count + np.arange(count), 0)
+    return rows, past, rows[-count:].copy()
+
+
+def _median_of_rows(rows):
+    """Return np.median(rows, axis=1) for rows (n, k, m) without NaN, the same numbers: numpy's median
+    partitions along the strided middle axis, which at a ward's sizes took three times as long as
+    sorting it (half of _ward_inputs' time)."""
+    ordered = np.sort(rows, axis=1)
+    k = rows.shape[1]
+    if k % 2:
+        return ordered[:, k // 2]
+    return (ordered[:, k // 2 - 1] + ordered[:, k // 2]) / rows.dtype.type(2)
 
 
 def _blend_features(monitors, batches):
@@ -455,20 +494,18 @@ def _blend_features(monitors, batches):
     contexts = np.concatenate([b["context"] for b in batches]).astype(np.float64)
     before, after = baseline.window_samples(monitors[0].model_fs)
     parts = baseline.window_parts(contexts[:, CONTEXT[0] - before:CONTEXT[0] + after + 1], monitors[0].model_fs)
-    template_rows, typical_rows, row = [], [], 0
+    past_waves, past_p2ps, row = [], [], 0
     for m, b in zip(monitors, batches):
         n = len(b["context"])
-        waves, p2ps = m.waves + list(parts["wave"][row:row + n]), m.p2ps + list(parts["qrs_p2p"][row:row + n])
-        for j in range(len(m.waves), len(waves)):
-            # baseline.causal_template's rule: the previous TEMPLATE_BEATS beats, the stream's first
-            # beat standing in for those before it
-            past = [max(k, 0) for k in range(j - baseline.TEMPLATE_BEATS, j)]
-            template_rows += [waves[k] for k in past]
-            typical_rows += [p2ps[k] for k in past]
-        m.waves, m.p2ps = waves[-baseline.TEMPLATE_BEATS:], p2ps[-baseline.TEMPLATE_BEATS:]
+        # baseline.causal_template's rule: the previous TEMPLATE_BEATS beats, the stream's first beat
+        # standing in for those before it
+        waves, past, m.waves = _running_past(m.waves, parts["wave"][row:row + n], baseline.TEMPLATE_BEATS)
+        p2ps, _, m.p2ps = _running_past(m.p2ps, parts["qrs_p2p"][row:row + n], baseline.TEMPLATE_BEATS)
+        past_waves.append(waves[past])
+        past_p2ps.append(p2ps[past])
         row += n
-    template = np.median(np.stack(template_rows).reshape(len(contexts), baseline.TEMPLATE_BEATS, -1), axis=1)
-    typical = np.median(np.asarray(typical_rows).reshape(len(contexts), baseline.TEMPLATE_BEATS), axis=1)
+    template = np.median(np.concatenate(past_waves), axis=1)
+    typical = np.median(np.concatenate(past_p2ps), axis=1)
     shape = baseline.shape_from_parts(parts, template, typical)
     rr = {k: np.concatenate([np.asarray(b[k], dtype=np.float64) for b in batches])
           for k in ("rr_prev", "rr_next", "rr_local", "rr_long_s")}

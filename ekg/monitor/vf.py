@@ -220,8 +220,7 @@ class VFDetector:
         self.window = int(round(self.settings["window_s"] * self.fs_a))  # in analysis samples
         self.step = int(round(self.settings["step_s"] * self.fs_a))
         self.band = np.zeros(0)  # the latest band-passed samples (at most a window and a step)
-        self.raw = np.zeros(0)  # ... and the same samples as they came (NaN kept)
-        self.missing = np.zeros(0, bool)
+        self.raw = np.zeros(0)  # ... and the same samples as they came (NaN kept: the missing ones)
         self.block = max(int(round(0.25 * self.fs_a)), 1)  # the flat-stretch test's sub-blocks
         self.n_in = 0  # input samples seen
         self.n = 0  # analysis samples kept
@@ -246,33 +245,35 @@ class VFDetector:
         # a missing sample enters the filter as 0; windows with too many are not judged
         band, zi = sosfilt(detectors[0].sos, np.where(missing, 0.0, chunks), axis=1,
                            zi=np.stack([d.zi for d in detectors], axis=1))
-        due = []  # (detector, window, missing samples in it, end index) of every window completed now
+        due = []  # (detector, band-passed window, end index, raw window) of every window completed now
         for k, d in enumerate(detectors):
             d.zi = zi[:, k].copy()
             kept = slice((-d.n_in) % d.decimate, None, d.decimate)  # input samples 0, dec, 2 dec, ...
             d.n_in += chunks.shape[1]
-            d.band = np.concatenate([d.band, band[k, kept]])
+            new = band[k, kept]
+            d.band = np.concatenate([d.band, new])
             d.raw = np.concatenate([d.raw, chunks[k, kept]])
-            d.missing = np.concatenate([d.missing, missing[k, kept]])
-            d.n += len(band[k, kept])
+            d.n += len(new)
             first = d.n - len(d.band)  # absolute index of d.band[0]
             while d.next_end <= d.n:
                 lo = d.next_end - d.window - first
-                due.append((k, d.band[lo:lo + d.window], int(d.missing[lo:lo + d.window].sum()), d.next_end,
-                            d.raw[lo:lo + d.window]))
+                due.append((k, d.band[lo:lo + d.window], d.next_end, d.raw[lo:lo + d.window]))
                 d.next_end += d.step
             keep = d.window + d.step
             if len(d.band) > keep:
-                d.band, d.raw, d.missing = d.band[-keep:], d.raw[-keep:], d.missing[-keep:]
+                d.band, d.raw = d.band[-keep:], d.raw[-keep:]
         out = [[] for _ in detectors]
         if not due:
             return out
-        features = vf_features(np.stack([w[1] for w in due]), detectors[0].fs_a)
-        flat = detectors[0]._flat_stretch(np.stack([w[4] for w in due]))
+        # np.array, not np.stack: the same array for rows of one length, with less overhead
+        features = vf_features(np.array([w[1] for w in due]), detectors[0].fs_a)
+        raw = np.array([w[3] for w in due])
+        flat = detectors[0]._flat_stretch(raw)
+        n_missing = np.isnan(raw).sum(axis=1).tolist()  # the raw samples keep the missing ones as NaN
         scored = detectors[0].model
         p = scored.probability(features) if scored is not None else np.full(len(due), np.nan)
-        for (k, _, n_missing, end, _), f, fl, pk in zip(due, features, flat, p):
-            out[k].append(detectors[k]._verdict(end, n_missing, fl, f, pk))
+        for (k, _, end, _), m, f, fl, pk in zip(due, n_missing, features, flat, p):
+            out[k].append(detectors[k]._verdict(end, m, fl, f, pk))
         return out
 
     def _flat_stretch(self, raw) -> np.ndarray:
