@@ -96,7 +96,8 @@ def main():
     reference = signals[:args.reference]
     sample = signals[:100]  # the streams QRS detection alone is timed on
     cap = getattr(model, "rr_next_cap_s", None)
-    cap = f", next RR seen up to {cap:g} s" if cap else ", next RR not capped (a beat waits for the next one)"
+    cap = (f", next RR seen up to {cap:g} s" if cap else
+           f", next RR not capped (a beat waits for the next one, at most {utils.Monitor.MAX_WAIT_S:g} s)")
     print(f"model {model.meta['name']}{cap}{', with the recommended blend' if blend else ''}: "
           f"{len(signals)} streams x {args.minutes:g} min, {args.chunk:g}-s chunks, 1 thread")
     if reference:
