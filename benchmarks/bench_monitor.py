@@ -15,7 +15,7 @@ one thread:
     after it, and the next R peak or, for a model with rr_next_cap_s, the certainty
     that it is later than the cap) plus the wait for the chunk that completes them.
 Run: .venv/bin/python benchmarks/bench_monitor.py [--minutes M] [--chunk S] [--patients N] [--reference N]
-     [--rr-next-cap S] [--without-vf] [--blend] [--ward-only]
+     [--rr-next-cap S] [--without-vf] [--blend] [--ward-only] [--profile]
 """
 import argparse
 import sys
@@ -70,6 +70,8 @@ def main():
                         help="switch the VF detector off, to measure what it costs (the monitor always runs it)")
     parser.add_argument("--blend", action="store_true",
                         help="the monitor with the recommended CNN + feature-model blend (what the blend costs)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also the share of the Ward's push time in each of its steps (cProfile, same streams)")
     parser.add_argument("--ward-only", action="store_true",
                         help="the Ward's throughput and the delay only, without timing QRS and VF detection alone "
                              "(for a second run whose point is the delay)")
@@ -109,11 +111,42 @@ def main():
     if reference:
         print(f"throughput, one Monitor.push per patient ({len(reference)} streams, same run): {single:,.0f} patients "
               f"-> the Ward is {ecg_s / ward_s / single:.1f}x faster")
+    if args.profile:
+        profile_steps(model, signals, args.chunk, blend)
     if not args.ward_only:
         detection_alone(model, signals, sample, args)
     print(f"delay from R peak to beat event ({len(delays):,} beats): median {np.median(delays):.2f} s, "
           f"99th percentile {np.percentile(delays, 99):.2f} s, max {delays.max():.2f} s (aim under 1.5 s); "
           f"{100 * np.mean(delays < 1.5):.0f}% of beats under 1.5 s; each stream's first 3 s left out")
+
+
+#: The steps of a Ward's push (stream._push_many), as cProfile names them: (file, function) -> label.
+WARD_STEPS = {("qrs.py", "feed_many"): "QRS detection (filters, peak search, per-patient decisions)",
+              ("vf.py", "feed_many"): "VF detection",
+              ("stream.py", "_ready_beats"): "ready beats (windows, RR statistics)",
+              ("stream.py", "_ward_inputs"): "the beats' patient-relative inputs",
+              ("batches.py", "predict"): "the model",
+              ("stream.py", "_finish"): "beat events and rhythm alarms",
+              ("stream.py", "_take"): "taking in the samples",
+              ("stream.py", "_judge_blocks"): "signal quality"}
+
+
+def profile_steps(model, signals, chunk_s, blend):
+    """Print each WARD_STEPS step's share of the Ward's push time, from a cProfile run of the same
+    streams (cProfile's overhead weighs most on the Python-heavy steps, so the shares are approximate)."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run(model, signals, chunk_s, batched=True, blend=blend)
+    profiler.disable()
+    cumulative = {}
+    for (file, _, name), (_, _, _, total, _) in pstats.Stats(profiler).stats.items():
+        cumulative[(Path(file).name, name)] = cumulative.get((Path(file).name, name), 0.0) + total
+    push = cumulative[("stream.py", "_push_many")]
+    shares = ", ".join(f"{label} {100 * cumulative.get(key, 0.0) / push:.0f}%" for key, label in WARD_STEPS.items())
+    print(f"the Ward's push time by step (cProfile): {shares}")
 
 
 def detection_alone(model, signals, sample, args):

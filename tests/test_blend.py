@@ -1,5 +1,6 @@
 """ekg.blend: the recommended CNN + feature-model blend as classify_record and the monitor apply it:
 the same probabilities as ekg.ensemble's offline blend, the blend's thresholds, the right CNN only."""
+import copy
 import warnings
 
 import numpy as np
@@ -94,8 +95,6 @@ def test_monitor_blend_equals_offline_blend(model, blend, excerpt):
 
 def test_a_ward_decides_its_beats_with_the_blends_thresholds(model, blend, excerpt):
     # the blend's thresholds made far from the CNN's, so the two decisions part on many beats
-    import copy
-
     eager = copy.copy(blend)
     eager.meta = {**blend.meta, "thresholds": {"S": 1e-4, "V": 0.9}}
     ward = Ward(model, blend=eager)

@@ -67,18 +67,6 @@ class StreamingQRS:
         self.candidates = []  # (index, value) of sub-threshold MWI peaks since the last beat
         self.r_of = {}  # R peak of a candidate, found before its signal left the buffer (see _trim)
 
-    @property
-    def rr(self) -> list:
-        """The last 8 RR intervals (samples), for the search-back."""
-        return self._rr
-
-    @rr.setter
-    def rr(self, intervals):
-        # _advance's search-back interval (RR_MISSED mean RR, samples) is worked out here, when the
-        # intervals change, not on every push
-        self._rr = intervals
-        self.missed_after = self.RR_MISSED * sum(intervals) / len(intervals) if intervals else None
-
     def feed(self, x) -> list:
         return StreamingQRS.feed_many([self], np.asarray(x, dtype=np.float32)[None])[0]
 
@@ -240,7 +228,7 @@ class StreamingQRS:
                 continue
             if self.last_mwi_peak is None or len(self.rr) < 2:
                 break
-            due = self.last_mwi_peak + self.missed_after  # RR_MISSED mean RR of the last 8
+            due = self.last_mwi_peak + self.RR_MISSED * sum(self.rr) / len(self.rr)  # the last 8
             if due > until:
                 break
             found = self._search_back()
