@@ -1,10 +1,13 @@
 """Tune the rhythm rules' noise gates on the DS1 patients only: clean, and with electrode-motion noise.
 
 Electrode motion makes the QRS detector find bumps of noise as beats: they raise the heart rate
-(tachycardia alarms) and, read as V beats, make runs (VT alarms). The rules can ask each beat to look
-like the beat before it (monitor.quality.beat_similarity): a VT run's beats after its first
-(vt_min_similarity), and the beat that ends an RR interval before the interval counts for the rate
-(rate_min_similarity). This script chooses both on DS1:
+(tachycardia alarms) and, read as V beats, make runs (VT alarms); noise also makes the model read the
+patient's normal beats as V. The rules can ask each beat to look like the beat before it
+(monitor.quality.beat_similarity): a VT run's beats after its first (vt_min_similarity), and the beat
+that ends an RR interval before the interval counts for the rate (rate_min_similarity); and they can ask
+a VT run's last beats to look unlike the patient's normal beats (Monitor._normal_similarity: at least
+vt_min_unlike_normal of them with a likeness to the median of the last beats called N at most
+vt_max_normal_similarity). This script chooses all four on DS1:
 
 - clean: each DS1 patient replayed through the live monitor with the model of the cross-validation
   fold that never saw them (tune_vt_ds1.live_replay, cached);
@@ -52,14 +55,23 @@ from ekg.monitor.alarms import score_vt_alarms  # noqa: E402
 
 SNRS_DB = (12, 6, 0)
 NOISE = ("em", 1)
-GRID = {"vt_min_similarity": [-1.0, 0.3, 0.5, 0.6, 0.7, 0.8], "rate_min_similarity": [-1.0, 0.5, 0.6, 0.7, 0.8]}
+#: The grid. An earlier one (vt_min_similarity -1, 0.3, 0.5, 0.6, 0.7, 0.8 by rate_min_similarity -1, 0.5,
+#: 0.6, 0.7, 0.8, without the normal-likeness gate) chose 0.6 and -1; the normal-likeness gate multiplied
+#: it by 12, so the similarity gates keep the values around that choice.
+GRID = {"vt_min_similarity": [-1.0, 0.5, 0.6, 0.7], "vt_max_normal_similarity": [np.inf, 0.95, 0.9, 0.85, 0.8, 0.7],
+        "vt_min_unlike_normal": [2, 3], "rate_min_similarity": [-1.0, 0.5, 0.7]}
+#: the gates that hold nothing back, for the table's "ungated" row
+OFF = {"vt_min_similarity": -1.0, "vt_max_normal_similarity": np.inf, "rate_min_similarity": -1.0}
 RATE_KEPT = 0.95
 RATE_KINDS = ("tachycardia", "bradycardia")
 
 
 def quick_grid() -> dict:
-    """No gates, each gate alone and both, at 0.6 (VT) and 0.7 (rate), beside ALARM_THRESHOLDS' gates."""
+    """No gates, each gate alone and together, at 0.6 (VT similarity) and 0.7 (rate), beside
+    ALARM_THRESHOLDS' gates (the normal-likeness gate off or at ALARM_THRESHOLDS')."""
     return {"vt_min_similarity": sorted({-1.0, 0.6, ALARM_THRESHOLDS["vt_min_similarity"]}),
+            "vt_max_normal_similarity": sorted({np.inf, ALARM_THRESHOLDS["vt_max_normal_similarity"]}),
+            "vt_min_unlike_normal": [ALARM_THRESHOLDS["vt_min_unlike_normal"]],
             "rate_min_similarity": sorted({-1.0, 0.7, ALARM_THRESHOLDS["rate_min_similarity"]})}
 
 
@@ -233,19 +245,21 @@ def main():
     if args.vt_min_p_v is not None:
         settings = [{**setting, "vt_min_p_v": args.vt_min_p_v} for setting in settings]
     table = pd.DataFrame(vt.candidate_rows(candidate_row, settings, clean, noisy, episodes, flutter, rates, spans))
-    ungated = table[(table["vt_min_similarity"] <= -1) & (table["rate_min_similarity"] <= -1)].iloc[0]
+    ungated = table[np.logical_and.reduce([table[k] == v for k, v in OFF.items()])].iloc[0]
     table["keeps 95% of true rate alarms"] = table["true rate alarms (clean)"] >= RATE_KEPT * ungated["true rate alarms (clean)"]
     ok = table[(table["VT episodes (clean)"] == table["VT episodes (clean)"].max()) & table["keeps 95% of true rate alarms"]]
-    order = ok.sort_values(["false alarms (all)", "vt_min_similarity", "rate_min_similarity"])
+    # the least strict: the lowest similarity gates, the highest likeness allowed, the fewest unlike beats asked
+    order = ok.assign(strict=-ok["vt_max_normal_similarity"]).sort_values(
+        ["false alarms (all)", "vt_min_similarity", "rate_min_similarity", "strict", "vt_min_unlike_normal"])
     chosen = order.iloc[0]
     pd.set_option("display.width", 250)
     pd.set_option("display.max_columns", 50)
-    shown = ["vt_min_similarity", "rate_min_similarity", "VT episodes (clean)", "true rate alarms (clean)", "false, clean",
+    shown = [*GRID, "VT episodes (clean)", "true rate alarms (clean)", "false, clean",
              *[f"false in noise {snr} dB" for snr in SNRS_DB], "false VT (all)", "false tachycardia (all)",
              "false alarms (all)"]
     print(f"\nEvery candidate (VT rule as in ALARM_THRESHOLDS; episodes: of {sum(map(len, episodes.values()))}; "
           f"false alarms: announced; (all): clean and noisy together):")
-    print(table.sort_values(["vt_min_similarity", "rate_min_similarity"])[shown].to_string(index=False))
+    print(table.sort_values(list(GRID))[shown].to_string(index=False))
     print("\nthe choice (most clean VT episodes, at least 95% of the true rate alarms kept, then fewest false alarms):")
     print(chosen.to_frame().T[shown].to_string(index=False))
     current = {k: ALARM_THRESHOLDS[k] for k in GRID}

@@ -33,8 +33,8 @@ Choice: the most DS1 episodes alarmed; among those, the fewest announced false V
 patient-hour; then the least strict rule (lowest gate, widest spread, lowest rate, fewest beats). The
 issue's aim of at most 0.2 false VT alarms per patient-hour is marked in the table. DS2 is never read.
 Last, each DS1 episode the live monitor missed is listed with its beats and why (missed_episodes):
-the signal-quality guard (the rules replayed alone alarm it), the similarity gate, the p(V) gate,
-too few beats called V, or the rate.
+the signal-quality guard (the rules replayed alone alarm it), the normal-likeness gate, the
+similarity gate, the p(V) gate, too few beats called V, or the rate.
 
 The live replay is cached (data/cache/vt_live/, keyed by the fold models, the thresholds, the records
 and the monitor's code) and runs the folds in config.WORKERS processes (EKG_WORKERS; every core by
@@ -143,11 +143,12 @@ def live_replay(records, with_blend=False) -> dict:
 
 
 def beat_frame(beat_events) -> pd.DataFrame:
-    """The live beats as the rules see them: t, cls, rr_prev (s), p_V, similarity."""
+    """The live beats as the rules see them: t, cls, rr_prev (s), p_V, similarity, normal_similarity."""
     t = np.array([e["time"] for e in beat_events], dtype=float)
     return pd.DataFrame({"t": t, "cls": [e["class"] for e in beat_events], "rr_prev": np.r_[np.nan, np.diff(t)][:len(t)],
                          "p_V": [e["probabilities"]["V"] for e in beat_events],
-                         "similarity": [e["similarity"] for e in beat_events]})
+                         "similarity": [e["similarity"] for e in beat_events],
+                         "normal_similarity": [e["normal_similarity"] for e in beat_events]})
 
 
 def ds1_streams(records, with_blend=False) -> tuple:
@@ -179,8 +180,8 @@ def rules_alarms(beats, thresholds) -> list:
     alarm it raises as (time, kind, announced)."""
     monitor = Monitor(RULES_ONLY, 360, thresholds=thresholds)
     out = []
-    for t, cls, rr, p_v, similarity in beats[["t", "cls", "rr_prev", "p_V", "similarity"]].itertuples(index=False):
-        out += [(e["time"], e["kind"], e["announced"]) for e in monitor._rhythm_alarms(t, cls, rr, p_v, similarity)]
+    for beat in beats[["t", "cls", "rr_prev", "p_V", "similarity", "normal_similarity"]].itertuples(index=False):
+        out += [(e["time"], e["kind"], e["announced"]) for e in monitor._rhythm_alarms(*beat)]
     return out
 
 
@@ -205,8 +206,9 @@ def score(alarms, episodes, flutter, hours) -> dict:
 #: alarms it (each also keeps the ones before it).
 MISS_REASONS = [
     ("signal-quality guard (the rules alone alarm it)", {}),
-    ("similarity gate", {"vt_min_similarity": -1.0}),
-    ("p(V) gate", {"vt_min_similarity": -1.0, "vt_min_p_v": 0.0}),
+    ("normal-likeness gate", {"vt_min_unlike_normal": 0}),
+    ("similarity gate", {"vt_min_unlike_normal": 0, "vt_min_similarity": -1.0}),
+    ("p(V) gate", {"vt_min_unlike_normal": 0, "vt_min_similarity": -1.0, "vt_min_p_v": 0.0}),
 ]
 
 

@@ -118,7 +118,8 @@ def test_agreement_takes_the_smaller_p_v_at_the_same_beats():
     import pandas as pd
 
     cnn = {101: pd.DataFrame({"t": [1.0, 2.0, 3.0], "cls": ["N", "V", "V"], "rr_prev": [np.nan, 1.0, 1.0],
-                              "p_V": [0.1, 0.9, 0.4], "similarity": [1.0, 0.9, 0.8]})}
+                              "p_V": [0.1, 0.9, 0.4], "similarity": [1.0, 0.9, 0.8],
+                              "normal_similarity": [np.nan, 0.2, 0.3]})}
     blend = {101: cnn[101].assign(cls=["V", "V", "N"], p_V=[0.8, 0.6, 0.7])}
     joined = tune_noise.agreement(cnn, blend)[101]
     np.testing.assert_allclose(joined["p_V"], [0.1, 0.6, 0.4])
@@ -136,17 +137,20 @@ def test_missed_vt_episodes_get_the_reason_that_held_them_back():
 
     rule = {k: ALARM_THRESHOLDS[k] for k in tune_vt.VT_KEYS}
 
-    def patient(run_cls, run_rr, p_v, similarity):
+    def patient(run_cls, run_rr, p_v, similarity, normal_similarity=0.2):
         # 20 s of normal beats at 75 bpm, then a 4-beat run, then normal beats again
         cls = ["N"] * 25 + list(run_cls) + ["N"] * 10
         rr = [0.8] * 25 + [run_rr] * len(run_cls) + [0.8] * 10
         t = np.cumsum(rr)
         p = [0.01] * 25 + [p_v] * len(run_cls) + [0.01] * 10
         sim = [0.95] * 25 + [similarity] * len(run_cls) + [0.95] * 10
-        beats = pd.DataFrame({"t": t, "cls": cls, "rr_prev": np.r_[np.nan, np.diff(t)], "p_V": p, "similarity": sim})
+        normal = [np.nan] * 25 + [normal_similarity if c == "V" else np.nan for c in run_cls] + [np.nan] * 10
+        beats = pd.DataFrame({"t": t, "cls": cls, "rr_prev": np.r_[np.nan, np.diff(t)], "p_V": p, "similarity": sim,
+                              "normal_similarity": normal})
         return beats, [(float(t[25]) - 0.01, float(t[28]) + 0.01)]
 
     cases = {"signal-quality guard (the rules alone alarm it)": patient("VVVV", 0.4, 0.99, 0.9),
+             "normal-likeness gate": patient("VVVV", 0.4, 0.99, 0.9, 0.97),  # normal beats read as V
              "similarity gate": patient("VVVV", 0.4, 0.99, 0.1),
              "p(V) gate": patient("VVVV", 0.4, 0.5, 0.9),
              "beats not called V": patient("VVNV", 0.4, 0.99, 0.9),

@@ -153,13 +153,14 @@ def test_pause_alarm_fires_on_a_real_gap(model, rec100):
 # -- every rule pinned exactly: events, times, evidence, boundaries (killing mutmut's mutants) --------
 
 def play(monitor, beats, start=0.0):
-    """Feed (class, rr), (class, rr, p(V)) or (class, rr, p(V), similarity) beats at exact times (the rr
-    values are sums of powers of 2; p(V) 1 and similarity unknown when not given); return all events."""
+    """Feed (class, rr), (class, rr, p(V)), (class, rr, p(V), similarity) or (class, rr, p(V), similarity,
+    normal similarity) beats at exact times (the rr values are sums of powers of 2; p(V) 1 and the
+    similarities unknown when not given); return all events."""
     events, t = [], start
     for cls, rr, *extra in beats:
         t += rr
-        p_v, similarity = (list(extra) + [1.0, np.nan])[:2] if extra else (1.0, np.nan)
-        events += monitor._rhythm_alarms(t, cls, rr, p_v, similarity)
+        p_v, similarity, normal_similarity = (list(extra) + [1.0, np.nan, np.nan][len(extra):])
+        events += monitor._rhythm_alarms(t, cls, rr, p_v, similarity, normal_similarity)
     return events
 
 
@@ -466,6 +467,55 @@ def test_vt_similarity_gate_asks_the_runs_later_beats_to_look_like_the_beat_befo
                              [tuple(b) for b in noisy])) == 1  # gate off
     # an unknown similarity (NaN) holds nothing back
     assert len(vt_alarms(Monitor(rules_model, 360, thresholds=gated), [("V", 0.25, 1.0, np.nan)] * 3)) == 1
+
+
+def test_vt_normal_likeness_gate_holds_runs_of_the_patients_own_normal_beats_read_as_v(rules_model):
+    # chosen on DS1 clean and with noise (benchmarks/tune_noise_ds1.py); a change must be re-tuned there
+    assert ALARM_THRESHOLDS["vt_max_normal_similarity"] == 0.85 and ALARM_THRESHOLDS["vt_min_unlike_normal"] == 2
+
+    def alarmed(normal, thresholds=None):
+        beats = [("V", 0.25, 1.0, 0.9, n) for n in normal]
+        return len(vt_alarms(Monitor(rules_model, 360, thresholds=thresholds), beats))
+
+    assert alarmed([0.2, 0.1, 0.3]) == 1  # VT beats unlike the normal ones
+    assert alarmed([0.95, 0.97, 0.96]) == 0  # the patient's normal beats read as V (noise, aberrancy)
+    for like in range(3):  # one real V beat and two normal ones read as V: held, whichever the order
+        normal = [0.95] * 3
+        normal[like] = 0.2
+        assert alarmed(normal) == 0, like
+        assert alarmed(normal, {"vt_min_unlike_normal": 0}) == 1  # gate off
+    for unlike in range(3):  # one beat like the normal ones (a fusion beat, a multiform run): still alarmed
+        normal = [0.2] * 3
+        normal[unlike] = 0.95
+        assert alarmed(normal) == 1, unlike
+    assert alarmed([0.85, 0.85, 0.95]) == 1  # at the limit counts as unlike
+    assert alarmed([np.nan, np.nan, 0.95]) == 1  # unknown (no beat called N yet) holds nothing back
+    assert alarmed([0.2, 0.95, 0.2, 0.95, 0.95]) == 1  # the run's first 3 beats alarm; its last 3 are not asked back
+
+
+def test_the_normal_template_is_the_median_of_the_last_beats_called_n(rules_model):
+    from ekg.monitor.stream import NORMAL_TEMPLATE_BEATS
+
+    assert NORMAL_TEMPLATE_BEATS == 8
+    x = np.arange(256) - 128.0
+    narrow, wide = np.exp(-(x / 6) ** 2), -np.exp(-(x / 25) ** 2)  # a sharp upright QRS and a wide inverted one
+    monitor = Monitor(rules_model, 360)
+    assert np.isnan(monitor._normal_similarity("V", wide))  # no beat called N yet
+    assert np.isnan(monitor._normal_similarity("N", narrow))  # N and S beats get none
+    assert monitor._normal_similarity("V", narrow) == pytest.approx(1.0)  # a normal beat read as V
+    assert monitor._normal_similarity("V", wide) < 0.5
+    assert np.isnan(monitor._normal_similarity("S", wide)) and len(monitor.normal_beats) == 1  # only N joins
+    for _ in range(NORMAL_TEMPLATE_BEATS):  # the patient's normal beats turn wide: the last 8 make the template
+        monitor._normal_similarity("N", wide)
+    assert len(monitor.normal_beats) == NORMAL_TEMPLATE_BEATS
+    assert monitor._normal_similarity("V", wide) == pytest.approx(1.0)
+    assert monitor._normal_similarity("V", narrow) < 0.5
+    kept = monitor.normal_beats[-1]
+    kept_before = kept.copy()
+    window = wide.copy()
+    monitor._normal_similarity("N", window)
+    window[:] = 0  # the monitor keeps its own copy, not the caller's (a batch's) array
+    np.testing.assert_array_equal(monitor.normal_beats[-1], kept_before)
 
 
 def test_rate_similarity_gate_leaves_intervals_ended_by_an_unlike_beat_out_of_the_rate(rules_model):

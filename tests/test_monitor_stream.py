@@ -196,12 +196,13 @@ def test_a_ward_gives_each_patient_the_events_of_its_own_monitor(model, rec100):
 
 
 def spy_on_rhythm_rules(monitor):
-    """Record the p(V) and similarity a monitor's rhythm rules receive with each beat; return the list it fills."""
+    """Record the p(V), similarity and normal similarity a monitor's rhythm rules receive with each beat;
+    return the list it fills."""
     seen, rules = [], monitor._rhythm_alarms
 
-    def recording(t, cls, rr_prev, p_v, similarity):
-        seen.append((t, cls, p_v, similarity))
-        return rules(t, cls, rr_prev, p_v, similarity)
+    def recording(t, cls, rr_prev, p_v, similarity, normal_similarity):
+        seen.append((t, cls, p_v, similarity, normal_similarity))
+        return rules(t, cls, rr_prev, p_v, similarity, normal_similarity)
 
     monitor._rhythm_alarms = recording
     return seen
@@ -215,15 +216,20 @@ def test_the_rhythm_rules_get_each_beats_p_v_and_similarity_alone_and_on_a_ward(
     seen_alone = spy_on_rhythm_rules(alone)
     beats = beats_of(stream(alone, x, 360))
     assert sum(b["class"] == "V" for b in beats) > 5
-    expected = [(b["time"], b["class"], b["probabilities"]["V"], b["similarity"]) for b in beats]
+    expected = [(b["time"], b["class"], b["probabilities"]["V"], b["similarity"], b["normal_similarity"]) for b in beats]
     assert [s[:3] for s in seen_alone] == [e[:3] for e in expected]
-    np.testing.assert_array_equal([s[3] for s in seen_alone], [e[3] for e in expected])
+    np.testing.assert_array_equal([s[3:] for s in seen_alone], [e[3:] for e in expected])
     # the first beat has no beat before it, and is its own template (features.causal_median's rule): 1
     assert expected[0][3] == pytest.approx(1.0)
     # record 208's PVCs are unlike the normal beat before them and the template, a normal beat like both
     similarity = np.array([e[3] for e in expected[1:]])
     pairs = np.array([a[1] + b[1] for a, b in zip(expected[:-1], expected[1:])])
     assert np.median(similarity[pairs == "NN"]) > 0.95 and np.median(similarity[pairs == "NV"]) < 0.8
+    # a V beat's likeness to the patient's normal beats (the last 8 called N): 208's PVCs are unlike them (0.17-0.71);
+    # beats of other classes have none
+    normal = np.array([e[4] for e in expected])
+    is_v = np.array([e[1] == "V" for e in expected])
+    assert np.isnan(normal[~is_v]).all() and np.isfinite(normal[is_v]).all() and (normal[is_v] < 0.8).all()
     ward = Ward(model)
     seen_ward = spy_on_rhythm_rules(ward.add("bed", 360))
     ward.add("other", 250)  # a second patient in the same model call
@@ -232,7 +238,7 @@ def test_the_rhythm_rules_get_each_beats_p_v_and_similarity_alone_and_on_a_ward(
                    "other": resample(x, 360, 250)[second * 250:(second + 1) * 250]})
     assert [(t, c) for t, c, *_ in seen_ward] == [(t, c) for t, c, *_ in expected]
     np.testing.assert_allclose([s[2] for s in seen_ward], [e[2] for e in expected], atol=1e-5)
-    np.testing.assert_allclose([s[3] for s in seen_ward], [s[3] for s in seen_alone], atol=1e-6)
+    np.testing.assert_allclose([s[3:] for s in seen_ward], [s[3:] for s in seen_alone], atol=1e-6)
 
 
 @pytest.mark.parametrize("rr_s", [2.2, 4.0])

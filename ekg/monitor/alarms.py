@@ -39,6 +39,15 @@ ALARM_THRESHOLDS = {
     # and cuts false alarms, clean and noisy, from 738 to 654 (false VT 330 to 246); every rate gate
     # tried lost more than 5% of the true tachycardia and bradycardia alarms (at 0.5, 7 of 61), so none.
     "vt_min_similarity": 0.6, "rate_min_similarity": -1.0,
+    # ... and at least vt_min_unlike_normal of the run's last vt_min_beats beats must look unlike the
+    # patient's normal beats: a QRS's likeness to the median of the last 8 beats called N
+    # (Monitor._normal_similarity) at most vt_max_normal_similarity (inf: no limit). On DS1 with noise
+    # most false VT runs are the patient's own normal beats read as V, often after one real V beat
+    # (record 203's atrial fibrillation above all); a VT beat does not look like them, but in 203's
+    # multiform VT some do. Chosen on DS1 with the gates above (benchmarks/tune_noise_ds1.py, same
+    # rule): 2 of 3 beats at most 0.85 keeps all 28 clean DS1 episodes and cuts the false VT alarms,
+    # clean and noisy, from 246 to 172 (at 12 dB 29 to 12); every 3-of-3 gate tried lost episodes.
+    "vt_max_normal_similarity": 0.85, "vt_min_unlike_normal": 2,
     # Couplet: exactly 2 consecutive ventricular beats. Bigeminy / trigeminy: a ventricular beat
     # after every 1 / 2 other beats, alarmed after 3 such cycles (as bedside monitors do).
     "pattern_cycles": 3,
@@ -134,15 +143,17 @@ class AlarmRules:
                 self.active.discard("ventricular fibrillation")
         return events
 
-    def _rhythm_alarms(self, t, cls, rr_prev, p_v, similarity=np.nan):
+    def _rhythm_alarms(self, t, cls, rr_prev, p_v, similarity=np.nan, normal_similarity=np.nan):
         """The alarm events one classified beat raises: t its time (s), cls its class, rr_prev the
         interval before it (s; NaN unknown), p_v the model's probability that it is a V beat,
         similarity its QRS's likeness to the beat before it (quality.beat_similarity; NaN unknown,
-        which no similarity gate holds back)."""
+        which no similarity gate holds back), normal_similarity a V beat's likeness to the patient's
+        normal beats (Monitor._normal_similarity; NaN unknown, not held back)."""
         th = self.th
         if self.bad_until > t - (rr_prev if rr_prev == rr_prev else 0):
             rr_prev = np.nan  # an interval that spans bad signal is no heart rate
-        self.recent = [b for b in self.recent if b[0] > t - 60] + [(t, cls, rr_prev, float(p_v), float(similarity))]
+        self.recent = [b for b in self.recent if b[0] > t - 60] + [(t, cls, rr_prev, float(p_v), float(similarity),
+                                                                      float(normal_similarity))]
         self.active -= {"pause", "asystole"}
         if not self._quality_ok(t):
             return []
@@ -160,8 +171,9 @@ class AlarmRules:
             p_min = min(b[3] for b in last)
             spread = _rr_spread([b[2] for b in last[1:]])
             alike = not any(b[4] < th["vt_min_similarity"] for b in last[1:])  # NaN: not held back
+            unlike_normal = sum(not b[5] > th["vt_max_normal_similarity"] for b in last)  # NaN: unlike
             if rate > th["vt_min_rate_bpm"] and p_min >= th["vt_min_p_v"] and spread <= th["vt_max_rr_spread"] \
-                    and alike:
+                    and alike and unlike_normal >= th["vt_min_unlike_normal"]:
                 events += self._raise("ventricular tachycardia", t,
                                       f"{run} V beats in a row at {rate:.0f} bpm; the last {len(last)} with "
                                       f"p(V) at least {p_min:.2f}, RR range {spread:.0%} of their mean")

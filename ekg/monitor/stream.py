@@ -25,6 +25,11 @@ from .qrs import StreamingQRS
 from .quality import beat_similarity, block_qualities
 from .vf import VFDetector
 
+#: The patient's normal template for the VT rule (Monitor._normal_similarity): the median of the last
+#: beats called N, few enough to follow a slowly changing QRS, enough that one beat read wrongly as N
+#: does not set it.
+NORMAL_TEMPLATE_BEATS = 8
+
 V_INDEX = CLASSES.index("V")  # the column of p(V) in the model's probabilities
 
 
@@ -38,7 +43,9 @@ class Monitor(AlarmRules):
     from the start of the stream:
       beat: R-peak time, class, probabilities, the delay from R peak to event, the signal quality,
         and similarity: its QRS's likeness to the beat before it or to the patient's running
-        template, whichever is closer (quality.beat_similarity; 1 the same shape, noise near 0);
+        template, whichever is closer (quality.beat_similarity; 1 the same shape, noise near 0), and
+        normal_similarity: a V beat's likeness to the patient's last beats called N (NaN for
+        other beats; Monitor._normal_similarity);
       alarm: kind (one of ARRHYTHMIA_ALARMS), start time, priority ("high", "medium" or
         "advisory", alarms.ALARM_PRIORITY), evidence, and announced (False for an advisory
         alarm, for one raised while a VF alarm sounds, and for the same alarm back within its
@@ -107,7 +114,8 @@ class Monitor(AlarmRules):
         self.last_r = None
         self.rr = []  # RR intervals (s) of the last LONG_BEATS beats: the local and the long mean
         self.last_rr_prev = np.nan  # the previous beat's RR interval before it
-        self.recent = []  # (time, class, rr_prev, p(V), similarity) of the last beats, for rhythm alarms
+        self.recent = []  # (time, class, rr_prev, p(V), similarity, normal similarity) of the last beats, for rhythm alarms
+        self.normal_beats = []  # the beat windows of the last NORMAL_TEMPLATE_BEATS beats called N
         # the blend's feature model: the last beats' down-sampled waves and QRS peak-to-peaks (its
         # template and typical amplitude), and the RR intervals of the last LONG_WINDOW_S seconds
         self.waves, self.p2ps = [], []
@@ -161,6 +169,22 @@ class Monitor(AlarmRules):
         self.buffer = np.concatenate([self.buffer, y])
         return self._blocks(y), y
 
+    def _normal_similarity(self, cls, window) -> float:
+        """Return a beat's QRS likeness to the patient's normal template (quality.beat_similarity with
+        the median of the last NORMAL_TEMPLATE_BEATS beats called N) when it is called V, NaN otherwise
+        or before any beat was called N; a beat called N joins the template.
+
+        The model's own template (the median of the last 32 beats, whatever their class) takes on a V
+        shape where V beats are frequent (record 203): a VT rule needs the patient's normal beats. A
+        normal beat read as V (through noise, or aberrant conduction) looks like them; a VT beat does not."""
+        if cls == "N":
+            self.normal_beats = self.normal_beats[1 - NORMAL_TEMPLATE_BEATS:] + [window.copy()]  # no batch held
+            return np.nan
+        if cls != "V" or not self.normal_beats:
+            return np.nan
+        template = np.median(np.array(self.normal_beats), axis=0)
+        return float(beat_similarity(window[None], template[None], self.model_fs)[0])
+
     def _classes(self, probs) -> np.ndarray:
         """Return the class index of each row of probabilities: the blend's thresholds with a blend,
         the model's without (models.decide). _push_many decides once for the monitors sharing a model
@@ -172,15 +196,17 @@ class Monitor(AlarmRules):
         then the alarms for missing beats."""
         events = []
         if batch:
-            for r, p, prev, k, similar in zip(batch["peaks"], probs.tolist(), batch["rr_prev"], classes.tolist(),
-                                              batch["similarity"].tolist()):
+            for r, p, prev, k, similar, window in zip(batch["peaks"], probs.tolist(), batch["rr_prev"],
+                                                      classes.tolist(), batch["similarity"].tolist(), batch["beat"]):
                 t = r / self.model_fs
                 cls = CLASSES[k]
+                unlike = self._normal_similarity(cls, window)
                 events.append({"type": "beat", "time": t, "class": cls, "probabilities": dict(zip(CLASSES, p)),
                                "delay_s": (batch["now"] - r) / self.model_fs, "quality": self.quality,
-                               "similarity": similar})
-                # the rules see the beat's p(V) and its likeness to the beat before or the template (ALARM_THRESHOLDS)
-                events += self._rhythm_alarms(t, cls, prev, p[V_INDEX], similar)
+                               "similarity": similar, "normal_similarity": unlike})
+                # the rules see the beat's p(V), its likeness to the beat before or the template, and a
+                # V beat's likeness to the patient's normal beats (ALARM_THRESHOLDS)
+                events += self._rhythm_alarms(t, cls, prev, p[V_INDEX], similar, unlike)
         return events + self._timed_alarms()
 
     # -- signal quality -----------------------------------------------------------
@@ -448,6 +474,7 @@ def _ward_inputs(monitors, batches) -> dict:
         if first:
             previous[0] = np.nan  # the stream's first beat has none
         previous_rows.append(previous)
+        b["beat"] = beat[row:row + n]
         row += n
     # the medians of the previous TEMPLATE_BEATS beats: the template, and the typical QRS amplitude
     medians = _median_of_rows(np.concatenate(past_rows))
