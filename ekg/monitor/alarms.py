@@ -22,7 +22,8 @@ ALARM_THRESHOLDS = {
     # VT alarms per patient-hour): replayed on the live beats, 28 of 39 episodes against 24 (1.99
     # false VT alarms per patient-hour) for the gate of 0.9 and 40% chosen before on the reference
     # beats, where a p(V) of 0.87 or one missed beat in a real run held the alarm back; with the
-    # similarity gate below, the live monitor alarms 27, with 4.4 false per patient-hour. The false
+    # similarity and normal-likeness gates below, the live monitor alarms 27, with 2.5 false per
+    # patient-hour (4.4 before the normal-likeness gate). The false
     # runs are mostly aberrant, irregular beats in atrial fibrillation (record 203) read as V; a
     # regularity limit removes some of them but cost VT episodes on DS1.
     "vt_min_p_v": 0.7, "vt_max_rr_spread": float("inf"),
