@@ -5,9 +5,9 @@ Electrode motion makes the QRS detector find bumps of noise as beats: they raise
 patient's normal beats as V. The rules can ask each beat to look like the beat before it
 (monitor.quality.beat_similarity): a VT run's beats after its first (vt_min_similarity), and the beat
 that ends an RR interval before the interval counts for the rate (rate_min_similarity); and they can ask
-a VT run's last beats to look unlike the patient's normal beats (Monitor._normal_similarity: at least
-vt_min_unlike_normal of them with a likeness to the median of the last beats called N at most
-vt_max_normal_similarity). This script chooses all four on DS1:
+a VT run's last beats to look unlike the patient's normal beats (at least vt_min_unlike_normal of them
+with a likeness to the median of the last beats called N at most vt_max_normal_similarity;
+monitor.stream._normal_similarities). This script chooses all four on DS1:
 
 - clean: each DS1 patient replayed through the live monitor with the model of the cross-validation
   fold that never saw them (tune_vt_ds1.live_replay, cached);

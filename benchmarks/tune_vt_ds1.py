@@ -148,7 +148,9 @@ def beat_frame(beat_events) -> pd.DataFrame:
     return pd.DataFrame({"t": t, "cls": [e["class"] for e in beat_events], "rr_prev": np.r_[np.nan, np.diff(t)][:len(t)],
                          "p_V": [e["probabilities"]["V"] for e in beat_events],
                          "similarity": [e["similarity"] for e in beat_events],
-                         "normal_similarity": [e["normal_similarity"] for e in beat_events]})
+                         # None (no V beat, or no beat called N yet) is NaN to the rules, as in the monitor
+                         "normal_similarity": np.array([np.nan if e["normal_similarity"] is None else e["normal_similarity"]
+                                                        for e in beat_events], dtype=float)})
 
 
 def ds1_streams(records, with_blend=False) -> tuple:

@@ -148,7 +148,7 @@ def test_gbm_probs_take_a_table_or_an_array(blend):
 def test_the_monitor_decides_with_the_blends_thresholds(model, blend):
     # p(V) 0.5: past the blend's V threshold (0.43, chosen on the DS1 folds), short of the CNN's own (0.66)
     assert blend.meta["thresholds"]["V"] < 0.5 < model.meta["thresholds"]["V"]
-    batch = {"peaks": [3600], "rr_prev": [0.8], "similarity": np.array([1.0]), "beat": np.zeros((1, 256), np.float32),
+    batch = {"peaks": [3600], "rr_prev": [0.8], "similarity": np.array([1.0]), "normal_similarity": np.array([np.nan]),
              "now": 3700}
     probs = np.array([[0.5, 0.0, 0.5, 0.0, 0.0]])
     blended, own = Monitor(model, 360, blend=blend), Monitor(model, 360)

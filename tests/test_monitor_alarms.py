@@ -494,28 +494,43 @@ def test_vt_normal_likeness_gate_holds_runs_of_the_patients_own_normal_beats_rea
 
 
 def test_the_normal_template_is_the_median_of_the_last_beats_called_n(rules_model):
-    from ekg.monitor.stream import NORMAL_TEMPLATE_BEATS
+    from ekg.data import CLASSES
+    from ekg.monitor.stream import NORMAL_TEMPLATE_BEATS, _normal_similarities
 
     assert NORMAL_TEMPLATE_BEATS == 8
     x = np.arange(256) - 128.0
     narrow, wide = np.exp(-(x / 6) ** 2), -np.exp(-(x / 25) ** 2)  # a sharp upright QRS and a wide inverted one
-    monitor = Monitor(rules_model, 360)
-    assert np.isnan(monitor._normal_similarity("V", wide))  # no beat called N yet
-    assert np.isnan(monitor._normal_similarity("N", narrow))  # N and S beats get none
-    assert monitor._normal_similarity("V", narrow) == pytest.approx(1.0)  # a normal beat read as V
-    assert monitor._normal_similarity("V", wide) < 0.5
-    assert np.isnan(monitor._normal_similarity("S", wide)) and len(monitor.normal_beats) == 1  # only N joins
-    for _ in range(NORMAL_TEMPLATE_BEATS):  # the patient's normal beats turn wide: the last 8 make the template
-        monitor._normal_similarity("N", wide)
+
+    def push(monitors, beats):
+        """Classified beats ((class, window) per monitor, in time order) through _normal_similarities
+        at once; return each monitor's normal similarities."""
+        batches = [{"beat": np.array([w for _, w in b], np.float32)} if b else None for b in beats]
+        classes = [np.array([CLASSES.index(c) for c, _ in b]) if b else None for b in beats]
+        _normal_similarities(monitors, batches, classes)
+        return [b["normal_similarity"] if b else None for b in batches]
+
+    monitor, other = Monitor(rules_model, 360), Monitor(rules_model, 360)
+    assert np.isnan(push([monitor], [[("V", wide)]])[0]).all()  # no beat called N yet
+    # N and S beats get none; a normal beat read as V looks like the N before it in the same push
+    mine, = push([monitor], [[("N", narrow), ("V", narrow), ("V", wide), ("S", wide)]])
+    assert np.isnan(mine[[0, 3]]).all() and mine[1] == pytest.approx(1.0) and mine[2] < 0.5
+    assert len(monitor.normal_beats) == 1  # only N joins
+    # the patient's normal beats turn wide: the last 8 make the template; another patient's are their own
+    mine, theirs = push([monitor, other], [[("N", wide)] * NORMAL_TEMPLATE_BEATS + [("V", wide), ("V", narrow)],
+                                           [("N", narrow), ("V", narrow)]])
     assert len(monitor.normal_beats) == NORMAL_TEMPLATE_BEATS
-    assert monitor._normal_similarity("V", wide) == pytest.approx(1.0)
-    assert monitor._normal_similarity("V", narrow) < 0.5
-    kept = monitor.normal_beats[-1]
-    kept_before = kept.copy()
-    window = wide.copy()
-    monitor._normal_similarity("N", window)
-    window[:] = 0  # the monitor keeps its own copy, not the caller's (a batch's) array
-    np.testing.assert_array_equal(monitor.normal_beats[-1], kept_before)
+    assert mine[-2] == pytest.approx(1.0) and mine[-1] < 0.5 and theirs[-1] == pytest.approx(1.0)
+    assert push([monitor, other], [None, [("V", wide)]])[1][0] < 0.5  # a monitor without beats this push
+    # the template keeps its own copies, not the batch's array
+    batch = {"beat": np.array([narrow], np.float32)}
+    _normal_similarities([other], [batch], [np.array([CLASSES.index("N")])])
+    batch["beat"][:] = 0
+    np.testing.assert_array_equal(other.normal_beats[-1], narrow.astype(np.float32))
+    # one call for the ward gives each V beat what a call of its own gives
+    alone = [push([Monitor(rules_model, 360)], [[("N", w), ("V", v)]])[0][1] for w, v in [(narrow, wide), (wide, wide)]]
+    together = push([Monitor(rules_model, 360), Monitor(rules_model, 360)],
+                    [[("N", narrow), ("V", wide)], [("N", wide), ("V", wide)]])
+    assert [t[1] for t in together] == alone
 
 
 def test_rate_similarity_gate_leaves_intervals_ended_by_an_unlike_beat_out_of_the_rate(rules_model):

@@ -42,8 +42,8 @@ ALARM_THRESHOLDS = {
     "vt_min_similarity": 0.6, "rate_min_similarity": -1.0,
     # ... and at least vt_min_unlike_normal of the run's last vt_min_beats beats must look unlike the
     # patient's normal beats: a QRS's likeness to the median of the last 8 beats called N
-    # (Monitor._normal_similarity) at most vt_max_normal_similarity (inf: no limit). On DS1 with noise
-    # most false VT runs are the patient's own normal beats read as V, often after one real V beat
+    # (stream._normal_similarities) at most vt_max_normal_similarity (inf: no limit). On DS1 with
+    # noise most false VT runs are the patient's own normal beats read as V, often after one real V beat
     # (record 203's atrial fibrillation above all); a VT beat does not look like them, but in 203's
     # multiform VT some do. Chosen on DS1 with the gates above (benchmarks/tune_noise_ds1.py, same
     # rule): 2 of 3 beats at most 0.85 keeps all 28 clean DS1 episodes and cuts the false VT alarms,
@@ -149,7 +149,7 @@ class AlarmRules:
         interval before it (s; NaN unknown), p_v the model's probability that it is a V beat,
         similarity its QRS's likeness to the beat before it (quality.beat_similarity; NaN unknown,
         which no similarity gate holds back), normal_similarity a V beat's likeness to the patient's
-        normal beats (Monitor._normal_similarity; NaN unknown, not held back)."""
+        normal beats (monitor.stream._normal_similarities; NaN unknown, not held back)."""
         th = self.th
         if self.bad_until > t - (rr_prev if rr_prev == rr_prev else 0):
             rr_prev = np.nan  # an interval that spans bad signal is no heart rate

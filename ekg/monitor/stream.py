@@ -25,12 +25,13 @@ from .qrs import StreamingQRS
 from .quality import beat_similarity, block_qualities
 from .vf import VFDetector
 
-#: The patient's normal template for the VT rule (Monitor._normal_similarity): the median of the last
-#: beats called N, few enough to follow a slowly changing QRS, enough that one beat read wrongly as N
-#: does not set it.
+#: The patient's normal template for the VT rule (_normal_similarities): the median of the last beats
+#: called N, few enough to follow a slowly changing QRS, enough that one beat read wrongly as N does not
+#: set it.
 NORMAL_TEMPLATE_BEATS = 8
 
 V_INDEX = CLASSES.index("V")  # the column of p(V) in the model's probabilities
+N_INDEX = CLASSES.index("N")  # the class whose beats make the normal template
 
 
 class Monitor(AlarmRules):
@@ -44,8 +45,8 @@ class Monitor(AlarmRules):
       beat: R-peak time, class, probabilities, the delay from R peak to event, the signal quality,
         and similarity: its QRS's likeness to the beat before it or to the patient's running
         template, whichever is closer (quality.beat_similarity; 1 the same shape, noise near 0), and
-        normal_similarity: a V beat's likeness to the patient's last beats called N (NaN for
-        other beats; Monitor._normal_similarity);
+        normal_similarity: a V beat's likeness to the patient's last beats called N (None for
+        other beats and before any beat was called N; _normal_similarities);
       alarm: kind (one of ARRHYTHMIA_ALARMS), start time, priority ("high", "medium" or
         "advisory", alarms.ALARM_PRIORITY), evidence, and announced (False for an advisory
         alarm, for one raised while a VF alarm sounds, and for the same alarm back within its
@@ -169,22 +170,6 @@ class Monitor(AlarmRules):
         self.buffer = np.concatenate([self.buffer, y])
         return self._blocks(y), y
 
-    def _normal_similarity(self, cls, window) -> float:
-        """Return a beat's QRS likeness to the patient's normal template (quality.beat_similarity with
-        the median of the last NORMAL_TEMPLATE_BEATS beats called N) when it is called V, NaN otherwise
-        or before any beat was called N; a beat called N joins the template.
-
-        The model's own template (the median of the last 32 beats, whatever their class) takes on a V
-        shape where V beats are frequent (record 203): a VT rule needs the patient's normal beats. A
-        normal beat read as V (through noise, or aberrant conduction) looks like them; a VT beat does not."""
-        if cls == "N":
-            self.normal_beats = self.normal_beats[1 - NORMAL_TEMPLATE_BEATS:] + [window.copy()]  # no batch held
-            return np.nan
-        if cls != "V" or not self.normal_beats:
-            return np.nan
-        template = np.median(np.array(self.normal_beats), axis=0)
-        return float(beat_similarity(window[None], template[None], self.model_fs)[0])
-
     def _classes(self, probs) -> np.ndarray:
         """Return the class index of each row of probabilities: the blend's thresholds with a blend,
         the model's without (models.decide). _push_many decides once for the monitors sharing a model
@@ -196,14 +181,14 @@ class Monitor(AlarmRules):
         then the alarms for missing beats."""
         events = []
         if batch:
-            for r, p, prev, k, similar, window in zip(batch["peaks"], probs.tolist(), batch["rr_prev"],
-                                                      classes.tolist(), batch["similarity"].tolist(), batch["beat"]):
+            for r, p, prev, k, similar, unlike in zip(batch["peaks"], probs.tolist(), batch["rr_prev"], classes.tolist(),
+                                                      batch["similarity"].tolist(), batch["normal_similarity"].tolist()):
                 t = r / self.model_fs
                 cls = CLASSES[k]
-                unlike = self._normal_similarity(cls, window)
                 events.append({"type": "beat", "time": t, "class": cls, "probabilities": dict(zip(CLASSES, p)),
                                "delay_s": (batch["now"] - r) / self.model_fs, "quality": self.quality,
-                               "similarity": similar, "normal_similarity": unlike})
+                               "similarity": similar,
+                               "normal_similarity": None if unlike != unlike else unlike})  # None: NaN breaks ==
                 # the rules see the beat's p(V), its likeness to the beat before or the template, and a
                 # V beat's likeness to the patient's normal beats (ALARM_THRESHOLDS)
                 events += self._rhythm_alarms(t, cls, prev, p[V_INDEX], similar, unlike)
@@ -433,8 +418,37 @@ def _push_many(monitors, chunks) -> list:
             sizes = np.cumsum([len(batches[ready[k]]["context"]) for k in ks])[:-1]
             for k, p, c in zip(ks, np.split(out, sizes), np.split(first._classes(out), sizes)):
                 probs[ready[k]], classes[ready[k]] = p, c
+    _normal_similarities(monitors, batches, classes)
     return [events + m._vf_alarms(w) + m._finish(b, p, c)
             for m, events, w, b, p, c in zip(monitors, quality_events, vf_windows, batches, probs, classes)]
+
+
+def _normal_similarities(monitors, batches, classes):
+    """Give each classified beat of the monitors' batches its normal_similarity (in batch["normal_similarity"]):
+    for a beat called V, its QRS likeness to its patient's normal template (quality.beat_similarity
+    with the median of the last NORMAL_TEMPLATE_BEATS beats its monitor called N, kept in
+    monitor.normal_beats); NaN for other beats and before any beat was called N. A beat called N joins
+    its patient's template, in time order, so a V beat is compared with the N beats before it.
+
+    The model's own template (the median of the last 32 beats, whatever their class) takes on a V
+    shape where V beats are frequent (record 203): the VT rule needs the patient's normal beats. A
+    normal beat read as V (through noise, or aberrant conduction) looks like them; a VT beat does not.
+    One beat_similarity call for every V beat of the ward: called per beat, it took 1.3 ms (its loop
+    over shifts), about 7% of a ward's work."""
+    found = {}  # model rate: (monitor, beat index, window, template) of the V beats
+    for m, b, c in zip(monitors, batches, classes):
+        if not b:
+            continue
+        b["normal_similarity"] = np.full(len(c), np.nan)
+        for j, k in enumerate(c.tolist()):
+            if k == N_INDEX:
+                m.normal_beats = m.normal_beats[1 - NORMAL_TEMPLATE_BEATS:] + [b["beat"][j].copy()]  # no batch held
+            elif k == V_INDEX and m.normal_beats:
+                found.setdefault(m.model_fs, []).append((b, j, b["beat"][j], np.median(np.array(m.normal_beats), axis=0)))
+    for fs, beats in found.items():
+        likeness = beat_similarity(np.array([w for _, _, w, _ in beats]), np.array([t for *_, t in beats]), fs)
+        for (b, j, _, _), value in zip(beats, likeness.tolist()):
+            b["normal_similarity"][j] = value
 
 
 def _judge_blocks(monitors, blocks) -> list:
