@@ -115,7 +115,7 @@ class Monitor(AlarmRules):
         self.last_r = None
         self.rr = []  # RR intervals (s) of the last LONG_BEATS beats: the local and the long mean
         self.last_rr_prev = np.nan  # the previous beat's RR interval before it
-        self.recent = []  # (time, class, rr_prev, p(V), similarity, normal similarity) of the last beats, for rhythm alarms
+        self.recent = []  # (time, class, rr_prev, p(V), similarity, normal similarity) of the last beats
         self.normal_beats = []  # the beat windows of the last NORMAL_TEMPLATE_BEATS beats called N
         # the blend's feature model: the last beats' down-sampled waves and QRS peak-to-peaks (its
         # template and typical amplitude), and the RR intervals of the last LONG_WINDOW_S seconds
@@ -435,7 +435,7 @@ def _normal_similarities(monitors, batches, classes):
     normal beat read as V (through noise, or aberrant conduction) looks like them; a VT beat does not.
     One beat_similarity call for every V beat of the ward: called per beat, it took 1.3 ms (its loop
     over shifts), about 7% of a ward's work."""
-    found = {}  # model rate: (monitor, beat index, window, template) of the V beats
+    found = {}  # model rate: (batch, beat index, window, template) of each V beat
     for m, b, c in zip(monitors, batches, classes):
         if not b:
             continue
