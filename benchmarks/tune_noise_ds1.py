@@ -1,8 +1,8 @@
 """Tune the rhythm rules' noise gates on the DS1 patients only: clean, and with electrode-motion noise.
 
 Electrode motion makes the QRS detector find bumps of noise as beats: they raise the heart rate
-(tachycardia alarms) and, read as V beats, make runs (VT alarms); noise also makes the model read the
-patient's normal beats as V. The rules can ask each beat to look like the beat before it
+(tachycardia alarms) and, read as V beats, make runs (VT alarms); noise can also make the model read
+the patient's normal beats as V. The rules can ask each beat to look like the beat before it
 (monitor.quality.beat_similarity): a VT run's beats after its first (vt_min_similarity), and the beat
 that ends an RR interval before the interval counts for the rate (rate_min_similarity); and they can ask
 a VT run's last beats to look unlike the patient's normal beats (at least vt_min_unlike_normal of them

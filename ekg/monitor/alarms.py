@@ -42,11 +42,11 @@ ALARM_THRESHOLDS = {
     "vt_min_similarity": 0.6, "rate_min_similarity": -1.0,
     # ... and at least vt_min_unlike_normal of the run's last vt_min_beats beats must look unlike the
     # patient's normal beats: a QRS's likeness to the median of the last 8 beats called N
-    # (stream._normal_similarities) at most vt_max_normal_similarity (inf: no limit). On DS1 with
-    # noise most false VT runs are the patient's own normal beats read as V, often after one real V beat
-    # (record 203's atrial fibrillation above all); a VT beat does not look like them, but in 203's
-    # multiform VT some do. Chosen on DS1 with the gates above (benchmarks/tune_noise_ds1.py, same
-    # rule): 2 of 3 beats at most 0.85 keeps all 28 clean DS1 episodes and cuts the false VT alarms,
+    # (stream._normal_similarities) at most vt_max_normal_similarity (inf: no limit). Noise and
+    # aberrant conduction (record 203's atrial fibrillation) can make the model read the patient's own
+    # normal beats as V, after a real V beat too, and they still look like the normal beats; a VT beat
+    # does not, though in 203's multiform VT some do. Chosen on DS1 with the gates above
+    # (benchmarks/tune_noise_ds1.py, same rule): 2 of 3 beats at most 0.85 keeps all 28 clean DS1 episodes and cuts the false VT alarms,
     # clean and noisy, from 246 to 172 (at 12 dB 29 to 12); every 3-of-3 gate tried lost episodes.
     "vt_max_normal_similarity": 0.85, "vt_min_unlike_normal": 2,
     # Couplet: exactly 2 consecutive ventricular beats. Bigeminy / trigeminy: a ventricular beat
