@@ -42,7 +42,7 @@ def class_weights(counts, power=0.5, cap=20.0) -> np.ndarray:
     return np.minimum((counts.max() / counts) ** power, cap).astype(np.float32)
 
 
-def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None):
+def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None, draw_boost=None):
     """Train model on BeatSet train, choosing the epoch by validation macro-F1 over N, S, V, F.
 
     cfg: epochs, batch_size, lr, optimizer ("sgd" with momentum, or "adamw" with a
@@ -55,7 +55,10 @@ def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None):
     training beats whose beat and context inputs are blanked), seed.
     val: a BeatSet, or None to keep the last epoch (cross-validation fixes the epochs).
     Saves a checkpoint each epoch to checkpoint_dir/NAME.ckpt and resumes from it
-    when it exists for the same settings. Returns (model with the best weights, history).
+    when it exists for the same settings. draw_boost: None, or one multiplier per training beat of
+    its chance to be drawn under sampling "sqrt" (a rare kind of beat within its class, such as V
+    beats inside runs, drawn more often); a resumed run must be given the same.
+    Returns (model with the best weights, history).
     """
     from .config import progress_bar as tqdm
 
@@ -79,9 +82,17 @@ def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None):
     draw = None
     if cfg.get("sampling") == "sqrt":
         draw = np.maximum(train.class_counts(), 1).astype(float)[train.labels] ** -0.5
+        if draw_boost is not None:
+            boost = np.asarray(draw_boost, dtype=float)
+            if boost.shape != draw.shape or not np.all(np.isfinite(boost)) or np.any(boost <= 0):
+                raise ValueError(f"draw_boost must hold one positive number per training beat ({len(draw)}), "
+                                 f"not shape {boost.shape}")
+            draw = draw * boost
         draw /= draw.sum()
     elif cfg.get("sampling") is not None:
         raise ValueError(f"sampling must be 'sqrt' or None, not {cfg['sampling']!r}")
+    elif draw_boost is not None:
+        raise ValueError("draw_boost needs sampling='sqrt': without it every beat is drawn once an epoch")
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
     history, best_score, best_state, start_epoch = [], -1.0, None, 0
     ckpt = Path(checkpoint_dir) / f"{name}.ckpt" if checkpoint_dir else None

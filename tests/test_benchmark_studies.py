@@ -200,3 +200,30 @@ def test_seed_spread_averages_the_same_beats_and_finds_the_vt_runs():
     for start, end in episodes:
         expected |= (t >= start) & (t < end)
     assert (inside == expected).all()
+
+
+vt_runs = pytest.importorskip("vt_runs_ds1")
+
+
+def test_v_runs_are_counted_within_a_record():
+    import pandas as pd
+
+    beats = pd.DataFrame({"record": [1] * 6 + [2] * 5, "aami": list("NVVVNV") + list("VVNVV")})
+    # record 1: a run of three; record 2 starts with a V but the run of record 1's last V does not carry over
+    beats.loc[5, "aami"] = "V"
+    assert vt_runs.in_v_runs(beats).astype(int).tolist() == [0, 1, 1, 1, 0, 0] + [0, 0, 0, 0, 0]
+    long_run = pd.DataFrame({"record": [3] * 5, "aami": list("VVVVV")})
+    assert vt_runs.in_v_runs(long_run).all() and not vt_runs.in_v_runs(long_run, min_beats=6).any()
+    across = pd.DataFrame({"record": [1, 1, 2], "aami": list("VVV")})
+    assert not vt_runs.in_v_runs(across).any()  # two records' Vs are no run
+
+
+def test_normal_likeness_compares_with_the_beats_called_n_before():
+    t = np.linspace(-1, 1, 256)
+    normal, wide = np.exp(-(t / 0.02) ** 2), -np.exp(-(t / 0.08) ** 2) + 0.5 * np.exp(-((t - 0.1) / 0.03) ** 2)
+    windows = np.array([wide, normal, normal, wide, normal, wide])
+    called_n = np.array([False, True, True, False, True, False])
+    like = vt_runs.normal_likeness(windows, called_n)
+    assert np.isnan(like[:2]).all()  # no beat called N before them
+    assert like[2] == pytest.approx(1.0) and like[4] == pytest.approx(1.0)
+    assert like[3] < 0.85 and like[5] < 0.85  # the wide beats, against the normal ones only

@@ -6,7 +6,7 @@ import torch
 import ekg.training
 from ekg.batches import BeatSet
 from ekg.config import seed_everything
-from ekg.data import load_beats
+from ekg.data import CLASSES, load_beats
 from ekg.features import RHYTHM_FEATURES
 from ekg.images import RENDER_YLIM
 from ekg.models import SignalCNN, load_checkpoint
@@ -77,15 +77,21 @@ def test_checkpoint_resume_repeats_an_uninterrupted_run(sets, tmp_path, monkeypa
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]
 
 
-def test_square_root_sampling_draws_classes_by_the_root_of_their_count(sets, monkeypatch):
-    data, drawn = sets["train"], []
-    real_batch = data.batch
+def record_draws(data, monkeypatch) -> list:
+    """The beat indices of each batch fit asks data for, appended as it asks (data.batch spied on)."""
+    drawn, real_batch = [], data.batch
 
     def spy(spec, idx, *args, **kwargs):
         drawn.append(np.asarray(idx))
         return real_batch(spec, idx, *args, **kwargs)
 
     monkeypatch.setattr(data, "batch", spy)
+    return drawn
+
+
+def test_square_root_sampling_draws_classes_by_the_root_of_their_count(sets, monkeypatch):
+    data = sets["train"]
+    drawn = record_draws(data, monkeypatch)
     cfg = {**CFG, "epochs": 1, "epoch_size": None, "batch_size": 1000, "sampling": "sqrt", "weighted": False,
            "augment": False}
     fit("m", SignalCNN(width=4), SIGNAL_SPEC, data, None, cfg, torch.device("cpu"))
@@ -93,6 +99,33 @@ def test_square_root_sampling_draws_classes_by_the_root_of_their_count(sets, mon
     share = np.bincount(data.labels[drawn[0]], minlength=5) / len(drawn[0])
     expected = np.sqrt(counts) / np.sqrt(counts).sum()
     np.testing.assert_allclose(share, expected, atol=0.05)  # one epoch: every beat of the set, drawn
+
+
+def test_draw_boost_multiplies_a_beats_chance_to_be_drawn(sets, monkeypatch):
+    data = sets["train"]
+    drawn = record_draws(data, monkeypatch)
+    cfg = {**CFG, "epochs": 1, "epoch_size": 20_000, "batch_size": 20_000, "sampling": "sqrt", "weighted": False,
+           "augment": False}
+    # the first 50 V beats boosted 5 times: against the other V beats, each is drawn 5 times as often
+    v_rows = np.flatnonzero(data.labels == CLASSES.index("V"))
+    boosted = v_rows[:50]
+    boost = np.ones(len(data))
+    boost[boosted] = 5.0
+    fit("m", SignalCNN(width=4), SIGNAL_SPEC, data, None, cfg, torch.device("cpu"), draw_boost=boost)
+    per_beat = np.bincount(drawn[0], minlength=len(data))
+    ratio = per_beat[boosted].mean() / per_beat[v_rows[50:]].mean()
+    assert 4.0 < ratio < 6.0
+    # the other classes keep their square-root shares relative to each other
+    counts = data.class_counts()
+    n_share = np.mean(data.labels[drawn[0]] == 0)
+    expected = np.sqrt(counts[0]) / (np.sqrt(counts).sum() + 4 * 50 * counts[2] ** -0.5)
+    assert n_share == pytest.approx(expected, abs=0.02)
+    for bad in (np.ones(len(data) - 1), np.r_[0.0, np.ones(len(data) - 1)], np.r_[np.nan, np.ones(len(data) - 1)]):
+        with pytest.raises(ValueError, match="draw_boost"):
+            fit("m", SignalCNN(width=4), SIGNAL_SPEC, data, None, cfg, torch.device("cpu"), draw_boost=bad)
+    with pytest.raises(ValueError, match="sampling='sqrt'"):
+        fit("m", SignalCNN(width=4), SIGNAL_SPEC, data, None, {**cfg, "sampling": None}, torch.device("cpu"),
+            draw_boost=boost)
 
 
 def test_without_a_validation_set_the_last_epoch_is_kept(sets):
