@@ -82,8 +82,10 @@ def variant_set(variant, records) -> BeatSet:
     return BeatSet.from_arrays(load_windows(records, *CONTEXT), versions["native"], labels, recorders=versions)
 
 
-def out_of_fold(variant, meta) -> tuple:
-    """Pooled out-of-fold classified-beats tables (native, via128) of one variant."""
+def out_of_fold(variant, meta, draw_boost=None) -> tuple:
+    """Pooled out-of-fold classified-beats tables (native, via128) of one variant, trained with
+    meta's architecture and cfg; draw_boost: None, or one multiplier per DS1 beat (load_beats order)
+    of its chance to be drawn in training (training.fit's draw_boost)."""
     records = cv.cv_records()
     data = variant_set(variant, records)
     record_of = load_beats(records)["record"].to_numpy()
@@ -92,8 +94,9 @@ def out_of_fold(variant, meta) -> tuple:
     def fit_predict(train, held):
         seed_everything(meta["cfg"]["seed"])
         model = ARCHITECTURES[meta["arch"]](**meta["arch_kwargs"])
-        model, _ = fit(f"{variant}_{held[0]}", model, meta["input"], data.subset(np.isin(record_of, train)), None,
-                       meta["cfg"], CPU, None)
+        rows = np.isin(record_of, train)
+        model, _ = fit(f"{variant}_{held[0]}", model, meta["input"], data.subset(rows), None, meta["cfg"], CPU, None,
+                       draw_boost=None if draw_boost is None else np.asarray(draw_boost)[rows])
         held_out = data.subset(np.isin(record_of, held))
         at_128.append(predict(model, BeatSet.from_arrays(held_out.context, held_out.recorder_inputs()["via128"],
                                                          held_out.labels), meta["input"], CPU))

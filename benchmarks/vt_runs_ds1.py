@@ -52,14 +52,11 @@ import recorder_ds1  # noqa: E402
 import seed_spread_ds1  # noqa: E402
 from ekg import cv, features  # noqa: E402
 from ekg.config import ROOT  # noqa: E402
-from ekg.batches import BeatSet, predict  # noqa: E402
-from ekg.config import seed_everything  # noqa: E402
 from ekg.data import CLASSES, CONTEXT, FS, find_data_dir, load_beats, load_windows  # noqa: E402
-from ekg.models import ARCHITECTURES, load_model, model_path  # noqa: E402
+from ekg.models import load_model, model_path  # noqa: E402
 from ekg.monitor.alarms import vt_episodes  # noqa: E402
 from ekg.monitor.quality import beat_similarity  # noqa: E402
 from ekg.monitor.stream import NORMAL_TEMPLATE_BEATS  # noqa: E402
-from ekg.training import fit  # noqa: E402
 
 ARMS = {"current": 1.0, "boost4": 4.0, "boost8": 8.0}
 SEEDS = (0, 1, 2)
@@ -76,31 +73,6 @@ def in_v_runs(beats, min_beats=RUN_BEATS) -> np.ndarray:
     run_id = np.cumsum(starts)
     length = np.bincount(run_id)[run_id]
     return is_v & (length >= min_beats)
-
-
-def out_of_fold(meta, boost) -> tuple:
-    """Pooled out-of-fold classified-beats tables (native, via128), V beats in runs drawn boost times as often."""
-    records = cv.cv_records()
-    data = recorder_ds1.variant_set("current", records)
-    beats = load_beats(records)
-    record_of, in_runs = beats["record"].to_numpy(), in_v_runs(beats)
-    at_128 = []
-
-    def fit_predict(train, held):
-        seed_everything(meta["cfg"]["seed"])
-        model = ARCHITECTURES[meta["arch"]](**meta["arch_kwargs"])
-        rows = np.isin(record_of, train)
-        model, _ = fit(f"vt_runs_{held[0]}", model, meta["input"], data.subset(rows), None, meta["cfg"],
-                       recorder_ds1.CPU, None, draw_boost=None if boost == 1 else np.where(in_runs[rows], boost, 1.0))
-        held_out = data.subset(np.isin(record_of, held))
-        at_128.append(predict(model, BeatSet.from_arrays(held_out.context, held_out.recorder_inputs()["via128"],
-                                                         held_out.labels), meta["input"], recorder_ds1.CPU))
-        return predict(model, held_out, meta["input"], recorder_ds1.CPU)
-
-    native = cv.out_of_fold(fit_predict, records)
-    via128 = cv.classified_frame(native.rename(columns={"aami_true": "aami"}), np.concatenate(at_128),
-                                 fold=native["fold"].to_numpy())
-    return native, via128
 
 
 def episodes_with_three_v(native, thresholds, data_dir=None) -> tuple:
@@ -189,7 +161,8 @@ def main():
     for seed in args.seeds:
         for arm in arms:
             t0 = time.perf_counter()
-            native, via128 = out_of_fold({**meta, "cfg": {**meta["cfg"], "seed": seed}}, ARMS[arm])
+            boost = None if ARMS[arm] == 1 else np.where(in_v_runs(beats), ARMS[arm], 1.0)
+            native, via128 = recorder_ds1.out_of_fold("current", {**meta, "cfg": {**meta["cfg"], "seed": seed}}, boost)
             runs = seed_spread_ds1.in_vt_runs(native) if runs is None else runs
             row = seed_spread_ds1.row(native, via128, runs)
             found, total = episodes_with_three_v(native, cv.pick_thresholds(native, ("S", "V")))

@@ -42,6 +42,20 @@ def class_weights(counts, power=0.5, cap=20.0) -> np.ndarray:
     return np.minimum((counts.max() / counts) ** power, cap).astype(np.float32)
 
 
+def consistency_loss(logits_a, logits_b) -> torch.Tensor:
+    """Return the mean Jensen-Shannon divergence (nats) between the class distributions of two
+    views of the same beats (logits, (n, classes)): 0 where the model decides both alike.
+
+    Training adds it (cfg "consistency", its weight) so that a beat read through another recorder,
+    with other noise and gain, gets the same probabilities, not only the same label on average.
+    Symmetric: neither view is the reference."""
+    log_a, log_b = F.log_softmax(logits_a, 1), F.log_softmax(logits_b, 1)
+    log_mean = torch.logsumexp(torch.stack([log_a, log_b]), 0) - np.log(2.0)
+    kl_a = (log_a.exp() * (log_a - log_mean)).sum(1)
+    kl_b = (log_b.exp() * (log_b - log_mean)).sum(1)
+    return 0.5 * (kl_a + kl_b).mean()
+
+
 def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None, draw_boost=None):
     """Train model on BeatSet train, choosing the epoch by validation macro-F1 over N, S, V, F.
 
@@ -52,7 +66,10 @@ def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None, draw_bo
     sampling counterpart of square-root weights at a fraction of the beats per epoch),
     epoch_size (beats drawn per epoch, None for all), augment (True: noise, gain, wander;
     "recorders": also each beat from a random recorder version), morph_dropout (the share of
-    training beats whose beat and context inputs are blanked), seed.
+    training beats whose beat and context inputs are blanked), consistency (0 or absent: off; else
+    each step draws two augmented views of its beats, each with its own recorder version and noise,
+    and adds this weight times their consistency_loss to the mean of their cross-entropies; needs
+    augment), seed.
     val: a BeatSet, or None to keep the last epoch (cross-validation fixes the epochs).
     Saves a checkpoint each epoch to checkpoint_dir/NAME.ckpt and resumes from it
     when it exists for the same settings. draw_boost: None, or one multiplier per training beat of
@@ -93,6 +110,9 @@ def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None, draw_bo
         raise ValueError(f"sampling must be 'sqrt' or None, not {cfg['sampling']!r}")
     elif draw_boost is not None:
         raise ValueError("draw_boost needs sampling='sqrt': without it every beat is drawn once an epoch")
+    consistency = float(cfg.get("consistency") or 0.0)
+    if consistency and not cfg.get("augment"):
+        raise ValueError("consistency needs augment: its two views of a beat are two augmented draws")
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
     history, best_score, best_state, start_epoch = [], -1.0, None, 0
     ckpt = Path(checkpoint_dir) / f"{name}.ckpt" if checkpoint_dir else None
@@ -121,7 +141,13 @@ def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None, draw_bo
             inputs = [x.to(device, non_blocking=True) for x in train.batch(spec, idx, cfg.get("augment"), rng, **extra)]
             target = torch.from_numpy(train.labels[idx]).to(device)
             with torch.autocast(device.type, enabled=device.type == "cuda"):
-                loss = F.cross_entropy(model(*inputs).float(), target, weight=weights)
+                logits = model(*inputs).float()
+                loss = F.cross_entropy(logits, target, weight=weights)
+                if consistency:  # a second view of the same beats, drawn after the first
+                    other = [x.to(device, non_blocking=True) for x in train.batch(spec, idx, cfg["augment"], rng, **extra)]
+                    other_logits = model(*other).float()
+                    loss = (loss + F.cross_entropy(other_logits, target, weight=weights)) / 2 \
+                        + consistency * consistency_loss(logits, other_logits)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

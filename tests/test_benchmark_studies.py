@@ -227,3 +227,19 @@ def test_normal_likeness_compares_with_the_beats_called_n_before():
     assert np.isnan(like[:2]).all()  # no beat called N before them
     assert like[2] == pytest.approx(1.0) and like[4] == pytest.approx(1.0)
     assert like[3] < 0.85 and like[5] < 0.85  # the wide beats, against the normal ones only
+
+
+consistency = pytest.importorskip("consistency_ds1")
+
+
+def test_the_consistency_rule_asks_for_half_the_changes_and_no_f1_lost():
+    import pandas as pd
+
+    means = pd.DataFrame({"S F1": [60.0, 59.1, 61.0, 58.9, 62.0], "V F1": [80.0, 80.0, 79.5, 81.0, 80.0],
+                          consistency.CHANGES: [1.2, 0.6, 0.5, 0.4, 0.61]},
+                         index=["current", "half", "fewer", "loses S", "not half"])
+    checks, chosen = consistency.verdicts(means)
+    assert checks["half"] == {"a": True, "b": True} and checks["fewer"] == {"a": True, "b": True}
+    assert checks["loses S"] == {"a": True, "b": False} and checks["not half"] == {"a": False, "b": True}
+    assert chosen == "fewer"  # of those that pass, the fewer changes
+    assert consistency.verdicts(means.loc[["current", "not half"]])[1] is None

@@ -10,7 +10,7 @@ from ekg.data import CLASSES, load_beats
 from ekg.features import RHYTHM_FEATURES
 from ekg.images import RENDER_YLIM
 from ekg.models import SignalCNN, load_checkpoint
-from ekg.training import class_weights, fit
+from ekg.training import class_weights, consistency_loss, fit
 
 IMAGE_SPEC = dict(kind="image", window=[96, 96], ylim=list(RENDER_YLIM), normalise=[0.5, 0.5], size=[48, 72])
 SIGNAL_SPEC = dict(kind="signal")
@@ -231,3 +231,52 @@ def test_numpy_batches_can_be_asked_for_anywhere(sets):
     for a, b in zip(data.batch(SIGNAL_SPEC, idx, augment="recorders", rng=np.random.default_rng(1)),
                     sets["train"].batch(SIGNAL_SPEC, idx, augment="recorders", rng=np.random.default_rng(1))):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_consistency_loss_is_the_jensen_shannon_divergence_of_the_two_views():
+    from scipy.spatial.distance import jensenshannon
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(40, 5, generator=gen) * 3, torch.randn(40, 5, generator=gen) * 3
+    expected = np.mean(jensenshannon(torch.softmax(a, 1).numpy(), torch.softmax(b, 1).numpy(), axis=1) ** 2)
+    assert float(consistency_loss(a, b)) == pytest.approx(expected, rel=1e-5)
+    assert float(consistency_loss(b, a)) == pytest.approx(expected, rel=1e-5)  # neither view is the reference
+    assert float(consistency_loss(a, a + 7.0)) == pytest.approx(0.0, abs=1e-6)  # the same distribution
+
+
+def test_a_consistency_term_trains_on_two_views_of_each_batch(sets, monkeypatch):
+    data = sets["train"]
+    cfg = {**CFG, "epochs": 1, "epoch_size": 128, "sampling": "sqrt", "weighted": False}
+    drawn = record_draws(data, monkeypatch)
+    fit("m", SignalCNN(width=4), SIGNAL_SPEC, data, None, {**cfg, "consistency": 1.0}, torch.device("cpu"))
+    assert len(drawn) == 2 * 2 and all((drawn[i] == drawn[i + 1]).all() for i in (0, 2))  # two steps, each twice
+    # a weight of 0 is the training without it, draw for draw and weight for weight
+    plain, off = [], []
+    for out, extra in [(plain, {}), (off, {"consistency": 0.0})]:
+        seed_everything(0)
+        model, _ = fit("m", SignalCNN(width=4), SIGNAL_SPEC, data, None, {**cfg, **extra}, torch.device("cpu"))
+        out.append(model.state_dict())
+    assert all(torch.equal(plain[0][k], off[0][k]) for k in plain[0])
+    with pytest.raises(ValueError, match="consistency needs augment"):
+        fit("m", SignalCNN(width=4), SIGNAL_SPEC, data, None, {**cfg, "augment": False, "consistency": 1.0},
+            torch.device("cpu"))
+
+
+def test_the_consistency_term_enters_the_loss_with_its_weight(sets, monkeypatch):
+    # a stand-in divergence of 10 for every step: the epoch's loss is the cross-entropy plus 10 x weight
+    calls = []
+
+    def stand_in(a, b):
+        calls.append((a.shape, b.shape))
+        return torch.tensor(10.0)
+
+    monkeypatch.setattr(ekg.training, "consistency_loss", stand_in)
+    cfg = {**CFG, "epochs": 1, "epoch_size": 128, "sampling": "sqrt", "weighted": False}
+    losses = {}
+    for weight in (0.5, 2.0):
+        seed_everything(0)
+        _, history = fit("m", SignalCNN(width=4), SIGNAL_SPEC, sets["train"], None, {**cfg, "consistency": weight},
+                         torch.device("cpu"))
+        losses[weight] = float(history["train_loss"].iat[0])
+    assert len(calls) == 4 and all(a == b for a, b in calls)
+    assert 5.0 < losses[0.5] < 5.0 + 3 and 20.0 < losses[2.0] < 20.0 + 3  # cross-entropy of a few nats at most
