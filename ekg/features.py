@@ -85,6 +85,29 @@ def beat_parts(context, baseline=None) -> tuple:
     return ctx, beat, qrs.max(axis=1) - qrs.min(axis=1)
 
 
+def align_template(beat, template, max_shift, half=QRS_HALF) -> np.ndarray:
+    """Return each row of template (n, m) shifted by the whole number of samples, at most max_shift
+    either way, that best matches the same row of beat (n, m) over its QRS region (half samples either
+    side of the centre; least squared difference), the shifted-out end filled with the edge value.
+
+    A beat whose R peak is placed a sample or two off the patient's usual point (a 128-Hz grid, another
+    detector) otherwise leaves the slope of its QRS in beat - template. max_shift 0: template as given."""
+    beat, template = np.asarray(beat, dtype=np.float32), np.asarray(template, dtype=np.float32)
+    if max_shift == 0 or len(beat) == 0:
+        return template
+    n, m = beat.shape
+    centre = m // 2
+    if centre - half - max_shift < 0 or centre + half + max_shift > m:
+        raise ValueError(f"a template shift of {max_shift} samples does not fit windows of {m} samples")
+    qrs = beat[:, centre - half:centre + half]
+    shifts = np.arange(-max_shift, max_shift + 1)
+    errors = np.stack([np.sum((qrs - template[:, centre - half + d:centre + half + d]) ** 2, axis=1)
+                       for d in shifts], axis=1)
+    best = shifts[np.argmin(errors, axis=1)]  # a tie goes to the most negative shift (argmin: first)
+    idx = np.clip(np.arange(m)[None, :] + best[:, None], 0, m - 1)
+    return np.take_along_axis(template, idx, axis=1)
+
+
 def rr_history(rr_prev) -> tuple:
     """Return (rr_local, rr_long, rr_before, rr_spread) for RR intervals before each beat (s), in
     time order: the mean of the LOCAL_BEATS and of the LONG_BEATS intervals that ended before the
@@ -122,7 +145,7 @@ def rhythm_inputs(rr_prev, rr_next, rr_local, rr_long, rr_before, rr_spread, amp
                      before / local, amplitude_ratio, spread], axis=1).astype(np.float32)
 
 
-def patient_inputs(context, rr_prev, rr_next, rr_local=None) -> dict:
+def patient_inputs(context, rr_prev, rr_next, rr_local=None, template_shift=0) -> dict:
     """Return the signal model's inputs for one record's beats, in time order.
 
     context: (n, 720) channel-0 windows in mV around each R peak; RR values in seconds;
@@ -133,7 +156,8 @@ def patient_inputs(context, rr_prev, rr_next, rr_local=None) -> dict:
     the last 32 beats), a second channel holds the beat minus the median of those
     32 beats (the running template), and the rhythm columns (RHYTHM_FEATURES) give the
     intervals before and after the beat in seconds and relative to the local and the long mean.
-    Per-beat z-scoring would erase the amplitude that marks V beats.
+    Per-beat z-scoring would erase the amplitude that marks V beats. template_shift: the template
+    is first aligned to each beat by up to this many samples (align_template); 0 as trained so far.
     The first beat of the record stands in for the beats before it; a live monitor
     computes the same numbers beat by beat (_ward_inputs).
     Returns {"beat": (n, 2, 256), "context": (n, 1, 180), "rhythm": (n, 11)}, float32.
@@ -142,7 +166,8 @@ def patient_inputs(context, rr_prev, rr_next, rr_local=None) -> dict:
         raise ValueError("no beats: patient_inputs needs at least one beat")
     ctx, beat, amplitude = beat_parts(context)
     local, long, before, spread = rr_history(rr_prev)
-    return _inputs_from_parts(ctx, beat, amplitude, causal_median(amplitude), causal_median(beat),
+    template = align_template(beat, causal_median(beat), template_shift)
+    return _inputs_from_parts(ctx, beat, amplitude, causal_median(amplitude), template,
                               rr_prev, rr_next, local if rr_local is None else rr_local, long, before, spread)
 
 

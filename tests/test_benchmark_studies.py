@@ -243,3 +243,15 @@ def test_the_consistency_rule_asks_for_half_the_changes_and_no_f1_lost():
     assert checks["loses S"] == {"a": True, "b": False} and checks["not half"] == {"a": False, "b": True}
     assert chosen == "fewer"  # of those that pass, the fewer changes
     assert consistency.verdicts(means.loc[["current", "not half"]])[1] is None
+
+
+recorder = pytest.importorskip("recorder_ds1")
+
+
+def test_the_recorder_rule_asks_for_half_the_changes_and_no_f1_lost():
+    import pandas as pd
+
+    verdicts = pd.DataFrame({"beats decided differently (%)": [1.2, 0.6, 0.61, 0.3],
+                             "native S F1": [60.0, 59.0, 65.0, 58.9], "native V F1": [80.0, 79.0, 80.0, 80.0]},
+                            index=["current", "half", "not half", "loses S"])
+    assert recorder.adopted(verdicts) == [False, True, False, False]

@@ -354,3 +354,25 @@ def test_load_inputs_gives_the_named_recorders_version(tmp_path, monkeypatch):
         assert np.abs(via["beat"] - native["beat"]).max() > 0.01  # the recorder version is not the native one
     finally:
         ekg.features._cached_inputs.cache_clear()
+
+
+def test_the_template_is_aligned_to_each_beat_by_at_most_the_shift_asked():
+    from ekg.features import align_template
+
+    t = np.arange(256) - 128
+    qrs = np.exp(-(t / 6.0) ** 2) - 0.3 * np.exp(-((t - 10) / 5.0) ** 2)
+    template = np.tile(qrs, (4, 1)).astype(np.float32)
+    beats = np.stack([np.roll(qrs, d) for d in (2, -3, 0, 5)]).astype(np.float32)
+    aligned = align_template(beats, template, 3)
+    for row, d in zip(range(3), (2, -3, 0)):  # within reach: the template lands on the beat
+        np.testing.assert_allclose(aligned[row], beats[row], atol=1e-6)
+    np.testing.assert_allclose(aligned[3], np.roll(qrs, 3), atol=1e-6)  # out of reach: the furthest shift
+    assert align_template(beats, template, 0) is not None and (align_template(beats, template, 0) == template).all()
+    # through patient_inputs: the second beat placed 2 samples off the first, whose shape is its template
+    context = np.stack([np.pad(qrs, 232), np.roll(np.pad(qrs, 232), 2)]).astype(np.float32)
+    plain, shifted = (patient_inputs(context, [np.nan, 0.8], [0.8, np.nan], template_shift=k) for k in (0, 3))
+    assert np.abs(plain["beat"][1, 1]).max() > 0.2  # the QRS slope left in beat - template
+    np.testing.assert_allclose(shifted["beat"][1, 1, 20:-20], 0, atol=1e-5)
+    np.testing.assert_array_equal(shifted["beat"][:, 0], plain["beat"][:, 0])  # the beat itself never moves
+    with pytest.raises(ValueError, match="does not fit"):
+        align_template(beats, template, 120)
