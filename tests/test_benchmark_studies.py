@@ -255,3 +255,16 @@ def test_the_recorder_rule_asks_for_half_the_changes_and_no_f1_lost():
                              "native S F1": [60.0, 59.0, 65.0, 58.9], "native V F1": [80.0, 79.0, 80.0, 80.0]},
                             index=["current", "half", "not half", "loses S"])
     assert recorder.adopted(verdicts) == [False, True, False, False]
+
+
+jitter_average = pytest.importorskip("jitter_average_ds1")
+
+
+def test_jittered_r_peaks_stay_in_their_rows_within_the_shift_and_the_record():
+    samples = np.array([0, 1, 300, 650, 998, 999])
+    draws = jitter_average.jittered(samples, 50, seed=7, n_samples=1000)
+    assert len(draws) == 50
+    moved = np.stack(draws) - samples
+    assert np.abs(moved).max() <= jitter_average.MAX_JITTER and (np.stack(draws) >= 0).all() and (np.stack(draws) <= 999).all()
+    assert set(np.unique(moved[:, 2])) == set(range(-2, 3))  # every shift drawn for a beat inside the record
+    assert (np.stack(draws)[:, 2:4] == np.stack(jitter_average.jittered(samples, 50, 7, 1000))[:, 2:4]).all()  # seeded

@@ -1,0 +1,112 @@
+"""Does averaging the signal CNN over small shifts of each R peak make its decisions at 128 Hz those
+at 360 Hz? DS1 patients only, out of fold, with the committed fold models (nothing is trained); DS2
+is never read.
+
+Why: recorder_ds1.py --placement showed that what moves the committed models' decisions at 128 Hz is
+where the R peaks land (the 128-Hz grid moves each by up to about 2 samples at 360 Hz): 1.32% of DS1
+beats change class with the native signal and the R peaks on that grid, 0.28% with the 128-Hz signal
+and the annotated peaks. Training did not make the model indifferent to that (a consistency term,
+an aligned template: consistency_ds1.py, recorder_ds1.py's "aligned"). Averaging at inference
+might: each beat is classified K times with every R peak of the record moved by its own random
+shift of -2..2 samples (a fixed seed per record) and the K probability vectors are averaged, so a
+decision no longer hangs on one placement. It costs K model runs a beat: a candidate for the
+offline path (classify_record), not the monitor.
+
+Printed: for the plain prediction and the average over K = 8 draws, EC57 statistics at 360 Hz and
+at 128 Hz (recorder_ds1.summary: S and V thresholds chosen on each one's own native out-of-fold
+predictions, as notebook 03 does), the points lost at 128 Hz and the share of beats decided
+differently at the two rates.
+
+Rule, written before this ran: the average becomes the next candidate for classify_record if (a)
+the share of beats decided differently at 128 Hz falls to half of the plain prediction's or less
+and (b) native S F1 and V F1 each lose at most 1 point against the plain prediction. This script
+chooses nothing itself; a candidate is then run through notebook 04 before DS2 is scored.
+
+Run (a few minutes on 2 cores): .venv/bin/python benchmarks/jitter_average_ds1.py [--draws 8]
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import recorder_ds1  # noqa: E402
+from ekg import cv, features  # noqa: E402
+from ekg.batches import BeatSet, predict  # noqa: E402
+from ekg.config import ROOT  # noqa: E402
+from ekg.data import find_data_dir, load_beats  # noqa: E402
+from ekg.models import load_model  # noqa: E402
+from ekg.signals import read_signal  # noqa: E402
+
+MAX_JITTER = 2  # samples at 360 Hz: about the 128-Hz grid's error either way
+DRAWS = 8
+
+
+def jittered(samples, draws, seed, n_samples, max_jitter=MAX_JITTER) -> list:
+    """draws copies of the R peaks, each peak moved by its own whole shift in -max_jitter..max_jitter
+    (random, from seed), kept inside the record; row i stays beat i (R peaks are far more than
+    2 * max_jitter samples apart, so no shift reorders them)."""
+    rng = np.random.default_rng(seed)
+    samples = np.asarray(samples, dtype=int)
+    return [np.clip(samples + rng.integers(-max_jitter, max_jitter + 1, len(samples)), 0, n_samples - 1)
+            for _ in range(draws)]
+
+
+def probabilities(model, signal, samples) -> np.ndarray:
+    """The model's class probabilities for beats at samples of a 360-Hz signal."""
+    context, rr_prev, rr_next, rr_local = features.beats_from_signal(signal, samples)
+    data = BeatSet.from_arrays(context, features.patient_inputs(context, rr_prev, rr_next, rr_local),
+                               np.zeros(len(samples), np.int64))
+    return predict(model, data, model.meta["input"], recorder_ds1.CPU)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--draws", type=int, default=DRAWS)
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    probs = {(kind, rate): [] for kind in ("plain", "average") for rate in ("native", "via128")}
+    frames, folds = [], []
+    for fold, path in enumerate(sorted((ROOT / "models" / "folds").glob("signal_cnn_fold*.pt"))):
+        model = load_model(path)
+        for record in [int(r) for r in model.meta["held_out"]]:
+            beats = load_beats([record])
+            signal = read_signal(find_data_dir() / str(record))[0].astype(np.float32)
+            via, moved = features.recorder_signal(signal, beats["sample"].to_numpy(), "via128")
+            for rate, (x, samples) in {"native": (signal, beats["sample"].to_numpy()), "via128": (via, moved)}.items():
+                probs[("plain", rate)].append(probabilities(model, x, samples))
+                draws = jittered(samples, args.draws, record, len(x))
+                probs[("average", rate)].append(np.mean([probabilities(model, x, d) for d in draws], axis=0))
+            frames.append(beats)
+            folds.append(np.full(len(beats), fold))
+    beats, fold = pd.concat(frames, ignore_index=True), np.concatenate(folds)
+    print(f"committed fold models, {len(beats):,} DS1 beats, {args.draws} draws of shifts up to {MAX_JITTER} samples "
+          f"({time.perf_counter() - t0:.0f} s)")
+    pd.set_option("display.width", 200)
+    rows = {}
+    for kind in ("plain", "average"):
+        native, via128 = (cv.classified_frame(beats, np.concatenate(probs[(kind, rate)]), fold=fold)
+                          for rate in ("native", "via128"))
+        table, drop, flips, thresholds = recorder_ds1.summary(native, via128)
+        print(f"\n== {kind}: thresholds {thresholds}; beats decided differently at 128 Hz: {100 * flips:.2f}%")
+        print(table.round(1).to_string())
+        print("points lost at 128 Hz:", drop.round(1).to_dict())
+        rows[kind] = {"beats decided differently (%)": 100 * flips, "native S F1": table.loc["360 Hz", "F1 S"],
+                      "native V F1": table.loc["360 Hz", "F1 V"],
+                      "largest loss at 128 Hz (S, V Se/+P)": drop[["SVEB Se", "SVEB +P", "VEB Se", "VEB +P"]].max()}
+    verdicts = pd.DataFrame(rows).T
+    base, new = verdicts.loc["plain"], verdicts.loc["average"]
+    a = new["beats decided differently (%)"] <= base["beats decided differently (%)"] / 2
+    b = new["native S F1"] >= base["native S F1"] - 1 and new["native V F1"] >= base["native V F1"] - 1
+    print("\n" + verdicts.round(2).to_string())
+    print(f"\nThe rule (the average against plain): (a) half the changes or fewer: {'met' if a else 'not met'}; "
+          f"(b) native S and V F1 within 1 point: {'met' if b else 'not met'}")
+    print("-> next candidate for classify_record:", "the average" if a and b else "none; the plain prediction stays")
+
+
+if __name__ == "__main__":
+    main()
