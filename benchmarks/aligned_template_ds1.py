@@ -9,9 +9,8 @@ aligned, on the mean of seeds 0-2), but on the same three seeds its native S F1 
 higher (58.8 to 62.0; per seed -2.1, +4.1 and +7.7) and V F1 0.6 higher. Three seeds of a model whose
 single seeds spread by 12 points of S F1 cannot settle that, so it is asked again on seeds 3, 4 and 5.
 And since a beat the detector places a sample or two off the annotation's point leaves its QRS slope
-in beat - template, the beats at detected positions are scored too: on DS1 out of fold, the
-committed fold models find 58.9% of S beats at the annotated positions and 45.7% at the detector's
-(matched beats; most of the loss is record 207, whose flutter the detector reads as beats).
+in beat - template, the beats at detected positions are scored too: notebook 05 finds the recommended
+model's S Se on DS2 64.1% at the reference beats and 49.8% at the monitor's own detected beats.
 
 What runs: recorder_ds1.out_of_fold for the "current" and "aligned" variants, once per seed; each
 fold's model also classifies its held-out patients at the beats qrs.detect_beats finds in the native

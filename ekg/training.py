@@ -102,8 +102,8 @@ def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None, draw_bo
         if draw_boost is not None:
             boost = np.asarray(draw_boost, dtype=float)
             if boost.shape != draw.shape or not np.all(np.isfinite(boost)) or np.any(boost <= 0):
-                raise ValueError(f"draw_boost must hold one positive number per training beat ({len(draw)}), "
-                                 f"not shape {boost.shape}")
+                raise ValueError(f"draw_boost must hold one positive, finite number per training beat ({len(draw)}); "
+                                 f"got shape {boost.shape}" + (f", smallest {np.nanmin(boost):g}" if boost.size else ""))
             draw = draw * boost
         draw /= draw.sum()
     elif cfg.get("sampling") is not None:
