@@ -31,7 +31,17 @@ average's native S F1 is at least 1 point above the plain prediction's and its V
 below; it would then make the average a candidate worth a rule on S for classify_record, not yet the
 candidate itself.
 
-Run (a few minutes on 2 cores): .venv/bin/python benchmarks/jitter_average_ds1.py [--draws 8] [--models nocap]
+--blend (added after --models nocap held, 2026-12-07): the offline classifier is the blend (V from the
+feature baseline's GBM, S, N, F and Q from the CNN; ensemble.BLEND_FAMILY), so the question that
+decides is the blend's. The committed fold models' plain and averaged out-of-fold probabilities are
+each blended with the GBM's out-of-fold probabilities (ensemble.gbm_out_of_fold, its fold fits read
+back from models/gbm/), weights and thresholds chosen with each fold held out of its own choice
+(ensemble.nested_out_of_fold, notebook 04's honest estimate). Rule, written before it ran: the
+average becomes the next candidate for the offline blend if its nested blend has (a) S F1 at least
+1 point above the plain CNN's nested blend, (b) V F1 at most 1 point below and (c) F +P at most
+2 points below (the issue: do not let F soak up false positives).
+
+Run (a few minutes on 2 cores): .venv/bin/python benchmarks/jitter_average_ds1.py [--draws 8] [--models nocap] [--blend]
 """
 import argparse
 import sys
@@ -74,10 +84,42 @@ def probabilities(model, signal, samples) -> np.ndarray:
     return predict(model, data, model.meta["input"], recorder_ds1.CPU)
 
 
+def blend_verdict(beats, fold, probs) -> None:
+    """--blend: print the nested out-of-fold blend of the GBM with the plain and with the averaged CNN
+    (native), and the rule's verdict."""
+    from ekg import ensemble
+    from ekg.metrics import score
+
+    gbm = ensemble.gbm_out_of_fold(recorders=("native",))["native"]
+    order = ["record", "sample"]
+    rows = {}
+    for kind in ("plain", "average"):
+        cnn = cv.classified_frame(beats, np.concatenate(probs[(kind, "native")]), fold=fold)
+        # the same beats in the GBM's fold order (ensemble.check_aligned refuses anything else)
+        cnn = cnn.set_index(order).loc[pd.MultiIndex.from_frame(gbm[order])].reset_index()
+        table = ensemble.nested_out_of_fold(cnn, gbm)
+        stats = cv.summary_row(score(table))
+        rows[f"blend with the {kind} CNN"] = {k: 100 * float(stats[k]) for k in
+                                             ("SVEB Se", "SVEB +P", "F1 S", "VEB Se", "VEB +P", "F1 V", "F Se", "F +P")}
+        rows[f"blend with the {kind} CNN"]["weights chosen"] = "; ".join(sorted(set(table["weights"])))
+    table = pd.DataFrame(rows).T
+    numbers = [c for c in table if c != "weights chosen"]
+    table[numbers] = table[numbers].astype(float)
+    print("\nThe blend, nested out of fold (each fold's weights and thresholds chosen without it), percent:")
+    print(table.round(1).to_string())
+    plain, new = (table.loc[f"blend with the {k} CNN"] for k in ("plain", "average"))
+    checks = {"a": new["F1 S"] >= plain["F1 S"] + 1, "b": new["F1 V"] >= plain["F1 V"] - 1,
+              "c": new["F +P"] >= plain["F +P"] - 2}
+    print("The blend rule: (a) S F1 up at least 1 point, (b) V F1 down at most 1, (c) F +P down at most 2: "
+          + ", ".join(f"({k}) {'met' if v else 'not met'}" for k, v in checks.items()))
+    print("-> next candidate for the offline blend:", "the average" if all(checks.values()) else "none; the blend stays")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=DRAWS)
     parser.add_argument("--models", choices=list(MODELS), default="committed")
+    parser.add_argument("--blend", action="store_true", help="also the nested out-of-fold blend with the GBM")
     args = parser.parse_args()
     t0 = time.perf_counter()
     probs = {(kind, rate): [] for kind in ("plain", "average") for rate in ("native", "via128")}
@@ -117,6 +159,8 @@ def main():
     print(f"\nThe rule (the average against plain): (a) half the changes or fewer: {'met' if a else 'not met'}; "
           f"(b) native S and V F1 within 1 point: {'met' if b else 'not met'}")
     print("-> next candidate for classify_record:", "the average" if a and b else "none; the plain prediction stays")
+    if args.blend:
+        blend_verdict(beats, fold, probs)
     if args.models != "committed":
         held = new["native S F1"] >= base["native S F1"] + 1 and new["native V F1"] >= base["native V F1"] - 1
         print(f"The lead (S F1 up at least 1 point, V F1 down at most 1) on these models: "
