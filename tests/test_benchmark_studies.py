@@ -268,3 +268,22 @@ def test_jittered_r_peaks_stay_in_their_rows_within_the_shift_and_the_record():
     assert np.abs(moved).max() <= jitter_average.MAX_JITTER and (np.stack(draws) >= 0).all() and (np.stack(draws) <= 999).all()
     assert set(np.unique(moved[:, 2])) == set(range(-2, 3))  # every shift drawn for a beat inside the record
     assert (np.stack(draws)[:, 2:4] == np.stack(jitter_average.jittered(samples, 50, 7, 1000))[:, 2:4]).all()  # seeded
+
+
+detected_beats = pytest.importorskip("detected_beats_ds1")
+
+
+def test_matched_detections_move_back_to_their_reference_positions_and_keep_their_rows():
+    reference = np.array([100, 400, 700, 1000])
+    detected = np.array([103, 250, 398, 1002])  # 250 is an extra detection; 700 was missed
+    ref_i, det_i = np.array([0, 1, 3]), np.array([0, 2, 3])
+    mixed, rows = detected_beats.with_reference_positions(detected, reference, ref_i, det_i)
+    assert mixed.tolist() == [100, 250, 400, 1000]  # the extra detection stays, the missed beat stays missing
+    assert mixed[rows].tolist() == reference[ref_i].tolist()
+    # a detection moved back past a neighbour is put in time order, and its row follows it
+    mixed, rows = detected_beats.with_reference_positions(np.array([10, 12]), np.array([14, 12]),
+                                                          np.array([0]), np.array([0]))
+    assert mixed.tolist() == [12, 14] and mixed[rows].tolist() == [14]
+    mixed, rows = detected_beats.with_reference_positions(np.array([10, 20, 30]), np.array([35]), np.array([0]),
+                                                          np.array([0]))
+    assert mixed.tolist() == [20, 30, 35] and mixed[rows].tolist() == [35]  # past two neighbours
