@@ -64,7 +64,9 @@ def detected_beats(records) -> dict:
 def at_detected(model, spec, variant, detections) -> tuple:
     """(reference beat rows, probabilities) of the matched detections of the records in detections,
     classified by model (input spec: its meta's "input") with the variant's inputs."""
-    shift = recorder_ds1.ALIGN_SHIFT if variant == "aligned" else 0
+    # classify.classify_beats' own path, but with the variant's template shift (which it does not take)
+    # and a model fresh from training (no meta yet: the input spec comes with it)
+    shift = recorder_ds1.template_shift(variant)
     rows, probs = [], []
     for r, (signal, found, ref_i, det_i) in detections.items():
         context, rr_prev, rr_next, rr_local = features.beats_from_signal(signal, found)

@@ -28,15 +28,15 @@ import numpy as np
 import pandas as pd
 import wfdb
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import recorder_ds1  # noqa: E402
 from ekg import cv  # noqa: E402
 from ekg.classify import classify_beats, in_spans, match_beats, vf_spans  # noqa: E402
-from ekg.config import ROOT  # noqa: E402
-from ekg.data import FS, find_data_dir, load_beats  # noqa: E402
+from ekg.data import FS, find_data_dir  # noqa: E402
 from ekg.metrics import score  # noqa: E402
 from ekg.models import load_model, model_path  # noqa: E402
 from ekg.monitor.qrs import detect_beats  # noqa: E402
-from ekg.signals import read_signal  # noqa: E402
 
 WAYS = ("reference beats", "detected beats", "detected beat list, reference positions")
 
@@ -53,24 +53,20 @@ def with_reference_positions(detected, reference, ref_i, det_i) -> tuple:
 def main():
     thresholds = load_model(model_path("recommended")).meta["thresholds"]
     probs, beats, counts = {w: [] for w in WAYS}, [], []
-    for path in sorted((ROOT / "models" / "folds").glob("signal_cnn_fold*.pt")):
-        model = load_model(path)
-        for record in [int(r) for r in model.meta["held_out"]]:
-            table = load_beats([record])
-            reference = table["sample"].to_numpy()
-            signal = read_signal(find_data_dir() / str(record))[0].astype(np.float32)
-            detected = detect_beats(signal, FS)
-            ref_i, det_i = match_beats(reference, detected, FS)
-            mixed, mixed_i = with_reference_positions(detected, reference, ref_i, det_i)
-            probs["reference beats"].append(classify_beats(model, signal, reference)[ref_i])
-            probs["detected beats"].append(classify_beats(model, signal, detected)[det_i])
-            probs["detected beat list, reference positions"].append(classify_beats(model, signal, mixed)[mixed_i])
-            beats.append(table.iloc[ref_i])
-            unmatched = np.delete(detected, det_i)
-            ann = wfdb.rdann(str(find_data_dir() / str(record)), "atr")
-            counts.append({"record": record, "reference beats": len(reference), "detections": len(detected),
-                           "matched": len(ref_i), "unmatched detections": len(unmatched),
-                           "of them in reference VF/flutter": int(in_spans(unmatched, vf_spans(ann.symbol, ann.sample)).sum())})
+    for _, model, record, table, signal in recorder_ds1.committed_folds():
+        reference = table["sample"].to_numpy()
+        detected = detect_beats(signal, FS)
+        ref_i, det_i = match_beats(reference, detected, FS)
+        mixed, mixed_i = with_reference_positions(detected, reference, ref_i, det_i)
+        probs["reference beats"].append(classify_beats(model, signal, reference)[ref_i])
+        probs["detected beats"].append(classify_beats(model, signal, detected)[det_i])
+        probs["detected beat list, reference positions"].append(classify_beats(model, signal, mixed)[mixed_i])
+        beats.append(table.iloc[ref_i])
+        unmatched = np.delete(detected, det_i)
+        ann = wfdb.rdann(str(find_data_dir() / str(record)), "atr")
+        counts.append({"record": record, "reference beats": len(reference), "detections": len(detected),
+                       "matched": len(ref_i), "unmatched detections": len(unmatched),
+                       "of them in reference VF/flutter": int(in_spans(unmatched, vf_spans(ann.symbol, ann.sample)).sum())})
     beats = pd.concat(beats, ignore_index=True)
     pd.set_option("display.width", 220)
     print(f"committed fold models, {len(beats):,} matched DS1 beats, thresholds {thresholds}")

@@ -55,11 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import recorder_ds1  # noqa: E402
 from ekg import cv, features  # noqa: E402
-from ekg.batches import BeatSet, predict  # noqa: E402
-from ekg.config import ROOT  # noqa: E402
-from ekg.data import find_data_dir, load_beats  # noqa: E402
-from ekg.models import load_model  # noqa: E402
-from ekg.signals import read_signal  # noqa: E402
+from ekg.classify import classify_beats  # noqa: E402
 
 MAX_JITTER = 2  # samples at 360 Hz: about the 128-Hz grid's error either way
 DRAWS = 8
@@ -74,14 +70,6 @@ def jittered(samples, draws, seed, n_samples, max_jitter=MAX_JITTER) -> list:
     samples = np.asarray(samples, dtype=int)
     return [np.clip(samples + rng.integers(-max_jitter, max_jitter + 1, len(samples)), 0, n_samples - 1)
             for _ in range(draws)]
-
-
-def probabilities(model, signal, samples) -> np.ndarray:
-    """The model's class probabilities for beats at samples of a 360-Hz signal."""
-    context, rr_prev, rr_next, rr_local = features.beats_from_signal(signal, samples)
-    data = BeatSet.from_arrays(context, features.patient_inputs(context, rr_prev, rr_next, rr_local),
-                               np.zeros(len(samples), np.int64))
-    return predict(model, data, model.meta["input"], recorder_ds1.CPU)
 
 
 def blend_verdict(beats, fold, probs) -> None:
@@ -124,18 +112,14 @@ def main():
     t0 = time.perf_counter()
     probs = {(kind, rate): [] for kind in ("plain", "average") for rate in ("native", "via128")}
     frames, folds = [], []
-    for fold, path in enumerate(sorted((ROOT / "models" / "folds").glob(MODELS[args.models]))):
-        model = load_model(path)
-        for record in [int(r) for r in model.meta["held_out"]]:
-            beats = load_beats([record])
-            signal = read_signal(find_data_dir() / str(record))[0].astype(np.float32)
-            via, moved = features.recorder_signal(signal, beats["sample"].to_numpy(), "via128")
-            for rate, (x, samples) in {"native": (signal, beats["sample"].to_numpy()), "via128": (via, moved)}.items():
-                probs[("plain", rate)].append(probabilities(model, x, samples))
-                draws = jittered(samples, args.draws, record, len(x))
-                probs[("average", rate)].append(np.mean([probabilities(model, x, d) for d in draws], axis=0))
-            frames.append(beats)
-            folds.append(np.full(len(beats), fold))
+    for f, model, record, beats, signal in recorder_ds1.committed_folds(MODELS[args.models]):
+        via, moved = features.recorder_signal(signal, beats["sample"].to_numpy(), "via128")
+        for rate, (x, samples) in {"native": (signal, beats["sample"].to_numpy()), "via128": (via, moved)}.items():
+            probs[("plain", rate)].append(classify_beats(model, x, samples))
+            draws = jittered(samples, args.draws, record, len(x))
+            probs[("average", rate)].append(np.mean([classify_beats(model, x, d) for d in draws], axis=0))
+        frames.append(beats)
+        folds.append(np.full(len(beats), f))
     beats, fold = pd.concat(frames, ignore_index=True), np.concatenate(folds)
     print(f"{args.models} fold models, {len(beats):,} DS1 beats, {args.draws} draws of shifts up to {MAX_JITTER} samples "
           f"({time.perf_counter() - t0:.0f} s)")
@@ -148,9 +132,7 @@ def main():
         print(f"\n== {kind}: thresholds {thresholds}; beats decided differently at 128 Hz: {100 * flips:.2f}%")
         print(table.round(1).to_string())
         print("points lost at 128 Hz:", drop.round(1).to_dict())
-        rows[kind] = {"beats decided differently (%)": 100 * flips, "native S F1": table.loc["360 Hz", "F1 S"],
-                      "native V F1": table.loc["360 Hz", "F1 V"],
-                      "largest loss at 128 Hz (S, V Se/+P)": drop[["SVEB Se", "SVEB +P", "VEB Se", "VEB +P"]].max()}
+        rows[kind] = recorder_ds1.verdict_row(table, drop, flips)
     verdicts = pd.DataFrame(rows).T
     base, new = verdicts.loc["plain"], verdicts.loc["average"]
     a = new["beats decided differently (%)"] <= base["beats decided differently (%)"] / 2

@@ -54,6 +54,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ekg import cv, features  # noqa: E402
 from ekg.batches import BeatSet, predict  # noqa: E402
+from ekg.classify import classify_beats  # noqa: E402
 from ekg.config import ROOT, seed_everything  # noqa: E402
 from ekg.data import CLASSES, CONTEXT, find_data_dir, load_beats, load_windows  # noqa: E402
 from ekg.metrics import score  # noqa: E402
@@ -84,8 +85,7 @@ def variant_inputs(variant, record) -> dict:
         if variant == "lowpass40":
             sos = butter(2, LOWPASS_HZ, fs=features.FS, output="sos")
             context = sosfiltfilt(sos, context.astype(np.float64), axis=1).astype(np.float32)
-        out[name] = features.patient_inputs(context, rr_prev, rr_next, rr_local,
-                                            template_shift=ALIGN_SHIFT if variant == "aligned" else 0)
+        out[name] = features.patient_inputs(context, rr_prev, rr_next, rr_local, template_shift=template_shift(variant))
     return out
 
 
@@ -141,30 +141,46 @@ def summary(native, via128) -> tuple:
     return table, table.loc["360 Hz"] - table.loc["128 Hz"], changed, thresholds
 
 
+def template_shift(variant) -> int:
+    """The template shift (features.patient_inputs' template_shift) of a variant's inputs."""
+    return ALIGN_SHIFT if variant == "aligned" else 0
+
+
+def committed_folds(pattern="signal_cnn_fold*.pt"):
+    """Yield (fold, model, record, beats, signal) for every held-out DS1 record of the fold models in
+    models/folds/ whose names match pattern, in fold order: the model that never saw the record, its
+    beat table (load_beats) and its channel-0 signal in mV (signals.read_signal)."""
+    paths = sorted((ROOT / "models" / "folds").glob(pattern))
+    if not paths:
+        raise FileNotFoundError(f"no fold models {pattern} in {ROOT / 'models' / 'folds'}")
+    for fold, path in enumerate(paths):
+        model = load_model(path)
+        for record in [int(r) for r in model.meta["held_out"]]:
+            yield fold, model, record, load_beats([record]), read_signal(find_data_dir() / str(record))[0]
+
+
+def verdict_row(table, drop, flips) -> dict:
+    """One row of the adoption table from summary's (table, drop, flips)."""
+    return {"beats decided differently (%)": 100 * flips, "native S F1": table.loc["360 Hz", "F1 S"],
+            "native V F1": table.loc["360 Hz", "F1 V"],
+            "largest loss at 128 Hz (S, V Se/+P)": drop[["SVEB Se", "SVEB +P", "VEB Se", "VEB +P"]].max()}
+
+
 def placement_table() -> pd.DataFrame:
     """--placement: the committed fold models on their held-out DS1 patients, the signal and the R peaks
     each as given or as the 128-Hz round trip leaves them; one row per combination: the share of beats
     decided differently from the native row (the recommended model's thresholds) and the S and V
     statistics (percent)."""
-    import wfdb
-
     thresholds = load_model(model_path("recommended")).meta["thresholds"]
     cases = {"native signal, annotated R peaks": (False, False), "128-Hz signal, R peaks on its grid": (True, True),
              "128-Hz signal, annotated R peaks": (True, False), "native signal, R peaks on the 128-Hz grid": (False, True)}
     probs, beats = {c: [] for c in cases}, []
-    for path in sorted((ROOT / "models" / "folds").glob("signal_cnn_fold*.pt")):
-        model = load_model(path)
-        for record in [int(r) for r in model.meta["held_out"]]:
-            table = load_beats([record])
-            signal = wfdb.rdrecord(str(find_data_dir() / str(record)), channels=[0]).p_signal[:, 0]
-            via, moved = features.recorder_signal(signal, table["sample"].to_numpy(), "via128")
-            labels = pd.Categorical(table["aami"], categories=CLASSES).codes.astype(np.int64)
-            for case, (use_via, use_moved) in cases.items():
-                context, rr_prev, rr_next, rr_local = features.beats_from_signal(
-                    via if use_via else signal.astype(np.float32), moved if use_moved else table["sample"].to_numpy())
-                data = BeatSet.from_arrays(context, features.patient_inputs(context, rr_prev, rr_next, rr_local), labels)
-                probs[case].append(predict(model, data, model.meta["input"], CPU))
-            beats.append(table)
+    for _, model, _, table, signal in committed_folds():
+        via, moved = features.recorder_signal(signal, table["sample"].to_numpy(), "via128")
+        for case, (use_via, use_moved) in cases.items():
+            probs[case].append(classify_beats(model, via if use_via else signal,
+                                              moved if use_moved else table["sample"].to_numpy()))
+        beats.append(table)
     beats = pd.concat(beats, ignore_index=True)
     decided = {c: cv.apply_thresholds(np.concatenate(p), thresholds) for c, p in probs.items()}
     native = decided["native signal, annotated R peaks"]
@@ -176,12 +192,12 @@ def placement_table() -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
-def adopted(verdicts) -> list:
-    """The adoption rule, for each row of a table indexed by variant ("current" among them) with the
-    share of beats decided differently at 128 Hz and the native S and V F1: (a) half the current
-    share or less, (b) both F1s within 1 point of the current ones."""
-    base = verdicts.loc["current"]
-    return [v != "current"
+def adopted(verdicts, base_row="current") -> list:
+    """The adoption rule, for each row of a table of verdict_row's (indexed by variant, base_row among
+    them): (a) half base_row's share of beats decided differently at 128 Hz or less, (b) both native
+    F1s within 1 point of base_row's."""
+    base = verdicts.loc[base_row]
+    return [v != base_row
             and r["beats decided differently (%)"] <= base["beats decided differently (%)"] / 2
             and r["native S F1"] >= base["native S F1"] - 1 and r["native V F1"] >= base["native V F1"] - 1
             for v, r in verdicts.iterrows()]
@@ -213,9 +229,7 @@ def main():
                   f"beats decided differently at 128 Hz: {100 * flips:.2f}%", flush=True)
             print(table.round(1).to_string())
             print("points lost at 128 Hz:", drop.round(1).to_dict(), flush=True)
-            rows[(variant, seed)] = {"beats decided differently (%)": 100 * flips, "native S F1": table.loc["360 Hz", "F1 S"],
-                                     "native V F1": table.loc["360 Hz", "F1 V"],
-                                     "largest loss at 128 Hz (S, V Se/+P)": drop[["SVEB Se", "SVEB +P", "VEB Se", "VEB +P"]].max()}
+            rows[(variant, seed)] = verdict_row(table, drop, flips)
     verdicts = pd.DataFrame(rows).T.astype(float).groupby(level=0, sort=False).mean()  # one seed: that seed's row
     verdicts["adopt"] = adopted(verdicts)
     if len(seeds) > 1:

@@ -146,7 +146,8 @@ def main():
     beats = load_beats(cv.cv_records())
     print(f"signal CNN as notebook 03 trains it ({meta['arch']} {meta['arch_kwargs']}, cfg {meta['cfg']}); "
           f"{len(cv.cv_records())} DS1 patients in {len(cv.folds())} folds; seeds {args.seeds}; arms "
-          f"{ {a: ARMS[a] for a in arms} }; {int(in_v_runs(beats).sum())} DS1 V beats in runs of {RUN_BEATS} or more",
+          f"{ {a: ARMS[a] for a in arms} }; {int(in_v_runs(beats).sum())} DS1 V beats in runs of {RUN_BEATS} or more "
+          f"(by record: {beats[in_v_runs(beats)].groupby('record').size().sort_values(ascending=False).to_dict()})",
           flush=True)
     pd.set_option("display.width", 240)
     oof = pd.read_csv(ROOT / "data" / "oof" / "signal_cnn.csv.gz")

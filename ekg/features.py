@@ -92,8 +92,8 @@ def align_template(beat, template, max_shift, half=QRS_HALF) -> np.ndarray:
 
     A beat whose R peak is placed a sample or two off the patient's usual point (a 128-Hz grid, another
     detector) otherwise leaves the slope of its QRS in beat - template. max_shift 0: template as given.
-    A DS1 study (benchmarks/recorder_ds1.py's "aligned", aligned_template_ds1.py); no shipped model is
-    trained with it, and the live monitor's inputs (monitor.stream) do not align."""
+    Tried on DS1 (benchmarks/recorder_ds1.py's "aligned", aligned_template_ds1.py) and not adopted: no
+    shipped model is trained with it, and the live monitor's inputs (monitor.stream) do not align."""
     beat, template = np.asarray(beat, dtype=np.float32), np.asarray(template, dtype=np.float32)
     if max_shift == 0 or len(beat) == 0:
         return template

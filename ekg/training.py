@@ -48,12 +48,13 @@ def consistency_loss(logits_a, logits_b) -> torch.Tensor:
 
     Training adds it (cfg "consistency", its weight) so that a beat read through another recorder,
     with other noise and gain, gets the same probabilities, not only the same label on average.
-    Symmetric: neither view is the reference."""
+    Symmetric: neither view is the reference. Tried on DS1 (benchmarks/consistency_ds1.py) and not
+    adopted: no shipped model is trained with it."""
     log_a, log_b = F.log_softmax(logits_a, 1), F.log_softmax(logits_b, 1)
     log_mean = torch.logsumexp(torch.stack([log_a, log_b]), 0) - np.log(2.0)
-    kl_a = (log_a.exp() * (log_a - log_mean)).sum(1)
-    kl_b = (log_b.exp() * (log_b - log_mean)).sum(1)
-    return 0.5 * (kl_a + kl_b).mean()
+    # kl_div(input, target) is KL(target || input); "batchmean": the sum over classes, meaned over beats
+    return 0.5 * (F.kl_div(log_mean, log_a, reduction="batchmean", log_target=True)
+                  + F.kl_div(log_mean, log_b, reduction="batchmean", log_target=True))
 
 
 def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None, draw_boost=None):
@@ -74,7 +75,8 @@ def fit(name, model, spec, train, val, cfg, device, checkpoint_dir=None, draw_bo
     Saves a checkpoint each epoch to checkpoint_dir/NAME.ckpt and resumes from it
     when it exists for the same settings. draw_boost: None, or one multiplier per training beat of
     its chance to be drawn under sampling "sqrt" (a rare kind of beat within its class, such as V
-    beats inside runs, drawn more often); a resumed run must be given the same.
+    beats inside runs, drawn more often; benchmarks/vt_runs_ds1.py, not adopted); a resumed run must be
+    given the same.
     Returns (model with the best weights, history).
     """
     from .config import progress_bar as tqdm
