@@ -14,8 +14,10 @@ one thread:
     percentile (the aim is under 1.5 s): the inputs a beat needs (1 s of signal
     after it, and the next R peak or, for a model with rr_next_cap_s, the certainty
     that it is later than the cap) plus the wait for the chunk that completes them.
+--leads 2 streams both leads of each stretch through two-lead monitors (Monitor's leads=2: a second QRS
+detector and the noise gate), to show what the gate costs.
 Run: .venv/bin/python benchmarks/bench_monitor.py [--minutes M] [--chunk S] [--patients N] [--reference N]
-     [--rr-next-cap S] [--without-vf] [--blend] [--ward-only] [--profile]
+     [--rr-next-cap S] [--without-vf] [--blend] [--leads 2] [--ward-only] [--profile]
 """
 import argparse
 import sys
@@ -31,13 +33,14 @@ from ekg.monitor import VFDetector  # noqa: E402
 
 
 def run(model, signals, chunk_s, batched, blend=None):
-    """Stream every signal in chunk_s pieces; return (CPU seconds, beat delays)."""
+    """Stream every signal in chunk_s pieces (a signal of shape (n, 2): a two-lead stream); return (CPU
+    seconds, beat delays)."""
     if batched:
         ward = utils.Ward(model, blend=blend)
-        for k, (_, fs) in enumerate(signals):
-            ward.add(k, fs)
+        for k, (x, fs) in enumerate(signals):
+            ward.add(k, fs, leads=np.ndim(x))
     else:
-        monitors = [utils.Monitor(model, fs, blend=blend) for _, fs in signals]
+        monitors = [utils.Monitor(model, fs, blend=blend, leads=np.ndim(x)) for x, fs in signals]
     longest = max(len(x) / fs for x, fs in signals)
     delays, busy = [], 0.0
     for step in range(int(np.ceil(longest / chunk_s))):
@@ -70,6 +73,8 @@ def main():
                         help="switch the VF detector off, to measure what it costs (the monitor always runs it)")
     parser.add_argument("--blend", action="store_true",
                         help="the monitor with the recommended CNN + feature-model blend (what the blend costs)")
+    parser.add_argument("--leads", type=int, choices=[1, 2], default=1,
+                        help="2: both leads of each stretch, through two-lead monitors with the noise gate")
     parser.add_argument("--profile", action="store_true",
                         help="also the share of the Ward's push time in each of its steps (cProfile, same streams)")
     parser.add_argument("--ward-only", action="store_true",
@@ -88,7 +93,8 @@ def main():
     for k in range(args.patients):
         record = utils.DS2[k % len(utils.DS2)]
         if record not in records:  # each record read once (not timed: the figures are the streaming's)
-            records[record] = utils.read_signal(data_dir / str(record))[:2]
+            leads = [utils.read_signal(data_dir / str(record), channel)[:2] for channel in range(args.leads)]
+            records[record] = (leads[0][0] if args.leads == 1 else np.column_stack([x for x, _ in leads]), leads[0][1])
         x, fs = records[record]
         # the k-th use of a record streams a later stretch of it, wrapping round at its end
         length = int(args.minutes * 60 * fs)
@@ -101,7 +107,8 @@ def main():
     cap = (f", next RR seen up to {cap:g} s" if cap else
            f", next RR not capped (a beat waits for the next one, at most {utils.Monitor.MAX_WAIT_S:g} s)")
     print(f"model {model.meta['name']}{cap}{', with the recommended blend' if blend else ''}: "
-          f"{len(signals)} streams x {args.minutes:g} min, {args.chunk:g}-s chunks, 1 thread")
+          f"{len(signals)} streams x {args.minutes:g} min, {args.chunk:g}-s chunks, 1 thread"
+          + (", two leads (noise gate on)" if args.leads == 2 else ""))
     if reference:
         single_s, _ = run(model, reference, args.chunk, batched=False, blend=blend)
         single = sum(len(x) / fs for x, fs in reference) / single_s
@@ -113,8 +120,9 @@ def main():
               f"-> the Ward is {ecg_s / ward_s / single:.1f}x faster")
     if args.profile:
         profile_steps(model, signals, args.chunk, blend)
-    if not args.ward_only:
-        detection_alone(model, signals, sample, args)
+    if not args.ward_only:  # detection alone on the first lead
+        first = [(x if x.ndim == 1 else x[:, 0], fs) for x, fs in signals]
+        detection_alone(model, first, first[:100], args)
     print(f"delay from R peak to beat event ({len(delays):,} beats): median {np.median(delays):.2f} s, "
           f"99th percentile {np.percentile(delays, 99):.2f} s, max {delays.max():.2f} s (aim under 1.5 s); "
           f"{100 * np.mean(delays < 1.5):.0f}% of beats under 1.5 s; each stream's first 3 s left out")
@@ -123,6 +131,7 @@ def main():
 #: The steps of a Ward's push (stream._push_many), as cProfile names them: (file, function) -> label.
 WARD_STEPS = {("qrs.py", "feed_many"): "QRS detection (filters, peak search, per-patient decisions)",
               ("vf.py", "feed_many"): "VF detection",
+              ("stream.py", "_gate"): "the noise gate (two leads)",
               ("stream.py", "_ready_beats"): "ready beats (windows, RR statistics)",
               ("stream.py", "_ward_inputs"): "the beats' patient-relative inputs",
               ("batches.py", "predict"): "the model",

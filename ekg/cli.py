@@ -261,15 +261,22 @@ def monitor(args) -> int:
     model = load_model_file(args.model)
     blend = load_blend_file(args, model, by_default=False)
     signal, fs, channel = read(record, args.channel)
+    second = None
+    if args.second_channel is not None:  # a two-lead stream: the second lead feeds the noise gate
+        lead1, _, second = read(record, args.second_channel)
+        if second == channel:
+            raise CliError(f"--second-channel names the classified channel {channel!r}: give the record's other lead")
+        signal = np.column_stack([signal, lead1])
     if args.seconds is not None:
         signal = signal[:max(int(round(args.seconds * fs)), 0)]
     live = args.speed > 0 and math.isfinite(args.speed)
-    _info(args, f"record {record.name}: replaying {len(signal) / fs:.1f} s at {fs:g} Hz, channel {channel}, "
+    _info(args, f"record {record.name}: replaying {len(signal) / fs:.1f} s at {fs:g} Hz, channel {channel}"
+                + (f" (noise gate on channel {second})" if second is not None else "") + ", "
                 + (f"{args.speed:g}x real time" if live else "as fast as possible"))
-    mon = Monitor(model, fs, blend=blend)
+    mon = Monitor(model, fs, blend=blend, leads=1 if second is None else 2)
     chunk = max(int(round(args.chunk * fs)), 1)
     beats = dict.fromkeys(CLASSES, 0)
-    alarms, quality = {}, {}
+    alarms, quality, noise = {}, {}, 0
     start, interrupted = time.monotonic(), False
     try:
         for i in range(0, len(signal), chunk):
@@ -283,13 +290,15 @@ def monitor(args) -> int:
                     beats[event["class"]] += 1
                 elif event["type"] == "alarm":
                     alarms[event["kind"]] = alarms.get(event["kind"], 0) + 1
+                elif event["type"] == "noise":
+                    noise += 1
                 else:
                     quality[event["kind"]] = quality.get(event["kind"], 0) + 1
     except KeyboardInterrupt:
         interrupted = True
     _emit({"type": "summary", "record": record.name, "fs": fs, "channel": channel,
            "seconds": mon.n_in / fs, "beats": sum(beats.values()), "classes": beats, "alarms": alarms,
-           "signal_quality": quality,
+           "signal_quality": quality, "second_channel": second, "noise_detections": noise,
            # beats found in the last second or two wait for the signal after them, which never comes
            "unclassified_at_end": len(mon.pending), "interrupted": interrupted})
     return 130 if interrupted else 0
@@ -359,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--seconds", type=float, default=None, metavar="N", help="replay only the first N seconds")
     sub.add_argument("--chunk", type=float, default=0.25, metavar="S",
                      help="seconds of signal per push, as a live feed would deliver them (default 0.25)")
+    sub.add_argument("--second-channel", default=None, type=lambda text: int(text) if text.isdigit() else text,
+                     metavar="CH", help="a second lead (index or name) for the two-lead noise gate (ekg.monitor.gate): "
+                                        "first-lead detections it reads as noise are printed as noise events")
     sub.set_defaults(run=monitor)
 
     sub = commands.add_parser("export", help="build report/: each notebook and one combined report as HTML",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -282,7 +283,9 @@ def _load_record(record: int, data_dir: str | None):
     if not path.is_file():
         table, windows = _build_record(folder, record)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
+        # a name of this process's and thread's own: two workers building the same record at once
+        # (joblib on a cold cache) each write their own file, and the later replace is as good as the first
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp.npz")
         np.savez(tmp, windows=windows, **table)
         tmp.replace(path)  # an interrupted build never leaves half a cache file
     with np.load(path) as z:

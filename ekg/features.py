@@ -72,6 +72,17 @@ def causal_median(x, n=TEMPLATE_BEATS) -> np.ndarray:
     return np.median(windows, axis=-1).astype(np.float32)
 
 
+def median_of_rows(rows):
+    """Return np.median(rows, axis=1) for rows (n, k, m) without NaN, the same numbers: numpy's median
+    partitions along the strided middle axis, which at a ward's sizes took three times as long as
+    sorting it (half of _ward_inputs' time)."""
+    ordered = np.sort(rows, axis=1)
+    k = rows.shape[1]
+    if k % 2:
+        return ordered[:, k // 2]
+    return (ordered[:, k // 2 - 1] + ordered[:, k // 2]) / rows.dtype.type(2)
+
+
 def beat_parts(context, baseline=None) -> tuple:
     """Return (ctx, beat, amplitude) for context windows (n, 720) in mV: the windows less their
     baseline (each row's median unless given), the beat window (n, 256) and the QRS peak-to-peak."""

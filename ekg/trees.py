@@ -205,3 +205,26 @@ class TreeModel:
         raw -= raw.max(axis=1, keepdims=True)
         e = np.exp(raw)
         return e / e.sum(axis=1, keepdims=True)
+
+
+class FeatureTreeModel(TreeModel):
+    """A TreeModel over one feature set (FEATURES, in this order): a spec fitted on other features is
+    refused, since its trees would read the wrong columns; a missing file names the command that
+    writes it. The VF detector's and the noise gate's models are these."""
+
+    FEATURES: tuple = ()
+    NAME = "tree model"
+    WRITTEN_BY = ""
+
+    def __init__(self, spec):
+        if list(spec["features"]) != list(self.FEATURES):
+            raise ValueError(f"{self.NAME} was fitted on features {spec['features']}, not the {list(self.FEATURES)} "
+                             "it is given")
+        super().__init__(spec)
+
+    @classmethod
+    def load(cls, path, **kwargs) -> "FeatureTreeModel":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{cls.NAME} {path} not found: write it with `{cls.WRITTEN_BY}`")
+        return cls(read_spec(path), **kwargs)

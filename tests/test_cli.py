@@ -217,3 +217,20 @@ def test_monitor_takes_the_recommended_blend_when_asked(model, records, capsys):
     np.testing.assert_allclose([list(e["probabilities"].values()) for e in beats],
                                [list(e["probabilities"].values()) for e in expected if e["type"] == "beat"], atol=1e-6)
     assert [e["probabilities"]["V"] for e in beats] != [e["probabilities"]["V"] for e in plain if e["type"] == "beat"]
+
+
+def test_monitor_with_a_second_channel_runs_the_noise_gate(model, capsys):
+    status, out, _ = run(capsys, "monitor", SHARED / "119", "--speed", "0", "--chunk", "1", "--seconds", "60",
+                         "--second-channel", "1")
+    assert status == 0
+    *events, summary = [json.loads(line) for line in out.splitlines()]
+    two = np.column_stack([read_signal(SHARED / "119", k)[0][:360 * 60] for k in (0, 1)])
+    monitor, expected = Monitor(model, 360, leads=2), []
+    for i in range(0, len(two), 360):
+        expected += monitor.push(two[i:i + 360])
+    assert [(e["type"], e["time"]) for e in events] == [(e["type"], e["time"]) for e in expected]
+    assert summary["second_channel"] == read_signal(SHARED / "119", 1)[2]
+    assert summary["noise_detections"] == sum(e["type"] == "noise" for e in events)
+    assert summary["beats"] > 50
+    status, _, err = run(capsys, "monitor", SHARED / "119", "--speed", "0", "--second-channel", "0")
+    assert status == 1 and "other lead" in err

@@ -378,3 +378,25 @@ def test_on_kaggle_the_download_goes_to_the_working_folder(tmp_path, elsewhere, 
     assert find_data_dir() == working and len(elsewhere) == 1  # the next notebook uses it as it is
     monkeypatch.setattr(ekg.config, "ON_KAGGLE", False)
     assert find_data_dir() == tmp_path / "repo" / "data" / "mitdb"  # elsewhere: the repository's folder
+
+
+def test_two_processes_building_one_record_at_once_do_not_collide(fresh_cache, monkeypatch):
+    """joblib workers on a cold cache build the same record at once: the second writer's temporary file
+    must not be the first's, or the first's replace finds its file moved away (FileNotFoundError)."""
+    real_savez, process, nested = np.savez, {"pid": 101}, []
+
+    def savez_then_the_other_process(path, **arrays):
+        real_savez(path, **arrays)
+        if not nested:  # process A has written its file; process B now builds and replaces its own
+            nested.append(True)
+            ekg.data._TABLES.clear()
+            process["pid"] = 202
+            ekg.data._load_record(100, None)
+            process["pid"] = 101
+
+    monkeypatch.setattr(ekg.data.os, "getpid", lambda: process["pid"])
+    monkeypatch.setattr(ekg.data.np, "savez", savez_then_the_other_process)
+    ekg.data._TABLES.clear()
+    table, windows = ekg.data._load_record(100, None)
+    assert nested and len(table) == len(windows) > 2000
+    assert not list((ekg.config.CACHE_DIR / "beats_v2").glob("*.tmp.npz"))

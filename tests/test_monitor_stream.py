@@ -15,7 +15,7 @@ from ekg.features import TEMPLATE_BEATS
 from ekg.models import decide, load_model, model_path
 from ekg.monitor import Monitor, Ward, replay, replay_jobs
 from ekg.monitor.alarms import mean_of
-from ekg.monitor.stream import _median_of_rows
+from ekg.features import median_of_rows as _median_of_rows
 from ekg.signals import read_signal, resample
 from helpers import beats_of, probabilities, stream, stream_in_pieces
 

@@ -30,13 +30,16 @@ ALLOWED = {
     "monitor.quality": {"data", "monitor.alarms"},
     "monitor.qrs": {"data", "signals"},
     "monitor.vf": {"signals", "trees"},
+    "monitor.gate": {"data", "features", "trees", "monitor.quality"},
     "monitor.stream": {"baseline", "blend", "data", "features", "batches", "models", "monitor.alarms", "monitor.qrs",
-                       "monitor.quality", "monitor.vf"},
+                       "monitor.quality", "monitor.vf", "monitor.gate"},
     # whole recordings replayed through a Ward (notebook 05, the DS1 tuning scripts)
     "monitor.replays": {"monitor.stream"},
     # offline tools on top of the live path: the noise stress test and the VF detector's fitting
     "monitor.nst": {"data", "signals"},
     "monitor.vf_fit": {"config", "data", "signals", "monitor.nst", "monitor.vf", "trees"},
+    "monitor.gate_fit": {"config", "cv", "data", "classify", "trees", "monitor.nst", "monitor.qrs", "monitor.gate",
+                         "monitor.vf_fit"},
     # cross-validation over DS1 and the classical feature baseline
     "cv": {"config", "data", "metrics", "models"},
     "baseline": {"config", "data", "signals", "trees"},

@@ -74,6 +74,18 @@ def noisy_spans(n_samples, fs, clean_s=CLEAN_S, segment_s=SEGMENT_S) -> list:
     return spans
 
 
+def complement(spans, n) -> list:
+    """The (start, end) stretches of 0..n that no span covers (sorted spans): where nst leaves a record clean."""
+    out, t = [], 0
+    for a, b in spans:
+        if a > t:
+            out.append((t, a))
+        t = max(t, b)
+    if t < n:
+        out.append((t, n))
+    return out
+
+
 def read_noise(kind="em", channel=0, noise_dir=None) -> tuple:
     """Read one channel of an nstdb noise record (bw, em or ma) in mV; return (noise, fs).
 
@@ -124,11 +136,15 @@ def nst_record(signal, normal_beats, fs, snr_db, noise, noise_fs=None, spans=Non
     return add_noise(signal, noise, gain, spans), spans
 
 
-def stress_records(records, snrs, noise, noise_fs=None, data_dir=None, minutes=None, with_clean=False) -> tuple:
+def stress_records(records, snrs, noise, noise_fs=None, data_dir=None, minutes=None, with_clean=False,
+                   noise1=None) -> tuple:
     """Return ({(record, snr): (signal, fs)}, {record: noisy spans in samples}): each MIT-BIH record
     (channel 0; its first minutes only, if given) with the noise added at each SNR by nst_record (the
     noisy signals as float32, as a monitor's feed), and with_clean the record itself as (record, None),
-    replayed the same way for comparison. Normal beats from each record's reference annotations."""
+    replayed the same way for comparison. Normal beats from each record's reference annotations.
+    noise1: a second noise channel (at noise_fs) for the record's second lead: the signals are then both
+    leads, (n, 2), each with its own noise scaled to its own QRS amplitude in the same spans, as nst
+    mixes a two-channel noise record into a two-lead record."""
     import wfdb
 
     from ..data import find_data_dir
@@ -137,14 +153,20 @@ def stress_records(records, snrs, noise, noise_fs=None, data_dir=None, minutes=N
     data_dir = Path(data_dir) if data_dir is not None else find_data_dir()
     signals, spans = {}, {}
     for r in records:
-        clean, fs, _ = read_signal(data_dir / str(r))
-        if minutes:
-            clean = clean[: int(minutes * 60 * fs)]
+        leads = [read_signal(data_dir / str(r), channel)[:2] for channel in ((0, 1) if noise1 is not None else (0,))]
+        fs = leads[0][1]
+        leads = [x[: int(minutes * 60 * fs)] if minutes else x for x, _ in leads]
         ann = wfdb.rdann(str(data_dir / str(r)), "atr")
         normal = normal_beats(ann.symbol, ann.sample)
+        normal = normal[normal < len(leads[0])]
+
+        def both(parts):
+            return parts[0] if len(parts) == 1 else np.column_stack(parts).astype(np.float32)
+
         if with_clean:
-            signals[(r, None)] = (clean, fs)
+            signals[(r, None)] = (both(leads), fs)
         for snr in snrs:
-            noisy, spans[r] = nst_record(clean, normal[normal < len(clean)], fs, snr, noise, noise_fs)
-            signals[(r, snr)] = (noisy.astype(np.float32), fs)
+            noisy = [nst_record(x, normal, fs, snr, n, noise_fs) for x, n in zip(leads, (noise, noise1))]
+            spans[r] = noisy[0][1]
+            signals[(r, snr)] = (both([x.astype(np.float32) for x, _ in noisy]), fs)
     return signals, spans

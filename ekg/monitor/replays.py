@@ -35,9 +35,11 @@ def replay(model, signals, chunk_s=1.0, progress=None, blend=None, workers=1) ->
 
 def replay_jobs(jobs, chunk_s=1.0, workers=1, progress=None) -> dict:
     """Replay several sets of recordings, each with its own model, on one Ward: jobs is [(model,
-    signals, blend)] (signals and blend as replay takes them, the names unique across jobs), for
-    example one job per cross-validation fold, each fold's patients with the model that never saw
-    them. Returns {name: events} in the jobs' order: the events replay gives each job alone.
+    signals, blend)] or [(model, signals, blend, monitor options)] (signals and blend as replay takes
+    them, the names unique across jobs; the options a dict of Monitor's keywords, for example a fold's
+    own noise gate), for example one job per cross-validation fold, each fold's patients with the model
+    that never saw them. A signal of shape (n, 2) is replayed as a two-lead stream (Monitor's leads=2).
+    Returns {name: events} in the jobs' order: the events replay gives each job alone.
 
     The ward runs the filters, the VF detector and the beats' inputs once for every patient and each
     model once per push for its own patients, so a fold of four patients costs far less than on a
@@ -47,7 +49,8 @@ def replay_jobs(jobs, chunk_s=1.0, workers=1, progress=None) -> dict:
     (Monitor.fork, shared_prefixes). workers > 1 deals the recordings of every job, longest first,
     to that many Wards in spawned processes, as replay does, a recording and those sharing its
     beginning in the same one."""
-    names = [name for _, signals, _ in jobs for name in signals]
+    jobs = [tuple(job) + ({},) * (4 - len(job)) for job in jobs]  # the options default to none
+    names = [name for _, signals, _, _ in jobs for name in signals]
     if len(set(names)) < len(names):
         repeated = sorted({str(n) for n in names if names.count(n) > 1})
         raise ValueError(f"recordings named in more than one job: {repeated}; their events would overwrite each other")
@@ -57,14 +60,14 @@ def replay_jobs(jobs, chunk_s=1.0, workers=1, progress=None) -> dict:
         return _replay_in_processes(jobs, chunk_s, workers)
     ward = Ward(jobs[0][0])
     everything, forks = {}, {}  # forks: {step: [(name, the recording it forks from)]}
-    for model, signals, blend in jobs:
+    for model, signals, blend, options in jobs:
         shared = shared_prefixes(signals, chunk_s)
         for name, (x, fs) in signals.items():
             if name in shared:
                 leader, steps = shared[name]
                 forks.setdefault(steps, []).append((name, leader))
             else:
-                ward.add(name, fs, model=model, blend=blend)
+                ward.add(name, fs, model=model, blend=blend, **{"leads": 2 if np.ndim(x) == 2 else 1, **options})
             everything[name] = (x, fs)
     events = {name: [] for name in everything}
     longest = max(len(x) / fs for x, fs in everything.values())
@@ -95,7 +98,11 @@ def shared_prefixes(signals, chunk_s) -> dict:
             n = min(len(x), len(y))
             if not np.array_equal(x[:int(chunk_s * fs)], y[:int(chunk_s * fs)], equal_nan=True):
                 continue  # not even the first chunk: the common case, settled cheaply
+            if np.shape(x)[1:] != np.shape(y)[1:]:
+                continue  # one lead and two never share a stream
             same_sample = (x[:n] == y[:n]) | (np.isnan(x[:n]) & np.isnan(y[:n]))
+            if same_sample.ndim == 2:
+                same_sample = same_sample.all(axis=1)  # a sample of two leads: both the same
             differ = np.flatnonzero(~same_sample)
             same = int(differ[0]) if len(differ) else n
             steps = 0  # whole chunks inside the common samples, as replay_jobs cuts them
@@ -128,7 +135,7 @@ def _replay_in_processes(jobs, chunk_s, workers) -> dict:
     from joblib import Parallel, delayed
 
     families = []  # (seconds replayed, job index, names): a leader and the recordings forking from it
-    for k, (_, signals, _) in enumerate(jobs):
+    for k, (_, signals, _, _) in enumerate(jobs):
         shared = shared_prefixes(signals, chunk_s)
         members = {}
         for name in signals:
@@ -143,8 +150,8 @@ def _replay_in_processes(jobs, chunk_s, workers) -> dict:
         lightest = int(np.argmin(load))
         groups[lightest].setdefault(k, {}).update({name: jobs[k][1][name] for name in names})
         load[lightest] += seconds
-    group_jobs = [[(jobs[k][0], signals, jobs[k][2]) for k, signals in group.items()] for group in groups]
+    group_jobs = [[(jobs[k][0], signals, jobs[k][2], jobs[k][3]) for k, signals in group.items()] for group in groups]
     # max_nbytes=None: the signals travel pickled, not as read-only memory maps
     parts = Parallel(n_jobs=workers, max_nbytes=None)(delayed(_replay_one_thread)(jobs, chunk_s) for jobs in group_jobs)
     merged = {name: events for part in parts for name, events in part.items()}
-    return {name: merged[name] for _, signals, _ in jobs for name in signals}
+    return {name: merged[name] for _, signals, _, _ in jobs for name in signals}

@@ -43,7 +43,7 @@ Imports: NumPy and SciPy (the live path), trees (the tree ensemble's evaluation)
 """
 from __future__ import annotations
 
-import json
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -156,32 +156,21 @@ def vf_features(band, fs) -> np.ndarray:
                      periodicity, log_ptp, vf_band, low_band, amp_cv, amp_range, zc_ratio], axis=1)
 
 
-class TreeModel(trees.TreeModel):
+class TreeModel(trees.FeatureTreeModel):
     """The VF detector's gradient-boosted trees (trees.TreeModel, written by vf_fit.export_trees),
     refused when they were fitted on other features than the detector computes."""
 
-    def __init__(self, spec):
-        if list(spec["features"]) != FEATURES:
-            raise ValueError(f"VF model was fitted on features {spec['features']}, the detector computes {FEATURES}")
-        super().__init__(spec)
+    FEATURES, NAME, WRITTEN_BY = tuple(FEATURES), "VF model", "python -m ekg.monitor.vf_fit"
 
     @classmethod
     def load(cls, path=MODEL_PATH) -> "TreeModel":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"VF model {path} not found: write it with `python -m ekg.monitor.vf_fit`")
-        return cls(json.loads(path.read_text()))
+        return super().load(path)
 
 
-_DEFAULT_MODEL = None
-
-
+@functools.cache
 def default_model() -> TreeModel:
     """The shipped VF model (vf_model.json), loaded once."""
-    global _DEFAULT_MODEL
-    if _DEFAULT_MODEL is None:
-        _DEFAULT_MODEL = TreeModel.load()
-    return _DEFAULT_MODEL
+    return TreeModel.load()
 
 
 class VFDetector:
