@@ -286,3 +286,17 @@ def test_matched_detections_move_back_to_their_reference_positions_and_keep_thei
     mixed, rows = detected_beats.with_reference_positions(np.array([10, 20, 30]), np.array([35]), np.array([0]),
                                                           np.array([0]))
     assert mixed.tolist() == [20, 30, 35] and mixed[rows].tolist() == [35]  # past two neighbours
+
+
+def test_two_lead_study_scores_only_the_beats_inside_its_spans():
+    import two_leads_ds1 as two
+
+    beat = lambda t, cls: {"type": "beat", "time": t, "class": cls}
+    events = [beat(1.0, "N"), beat(2.0, "V"), beat(2.5, "V"), {"type": "noise", "time": 3.0}, beat(9.0, "N")]
+    ref = (np.array([360, 720, 1440, 3240]), np.array([False, True, False, False]))
+    whole = two.detection_scores(events, ref)
+    assert whole == {"ref": 4, "det": 4, "matched": 3, "ref V": 1, "called V": 2, "V both": 1}
+    part = two.detection_scores(events, ref, [(0, 1000)])  # the beats at 4 s and 9 s left out, as a record's end is
+    assert part == {"ref": 2, "det": 3, "matched": 2, "ref V": 1, "called V": 2, "V both": 1}
+    s = two.summary([whole, part])
+    assert s["QRS Se"] == 100 * 5 / 6 and s["V +P"] == 50

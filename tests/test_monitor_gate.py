@@ -69,10 +69,18 @@ def test_the_lead_1_distance_is_capped_and_exact_near_a_lead_1_detection():
         pytest.approx([9 / 360, 0.3, 0.3])
 
 
-def test_the_gate_refuses_features_it_does_not_compute():
+def test_a_gate_reads_its_features_by_name_and_refuses_ones_it_does_not_compute(noisy119):
     spec = gate_fit.trees.read_spec(gate_fit.MODEL_PATH)
     with pytest.raises(ValueError, match="fitted on features"):
-        NoiseGate({**spec, "features": GATE_FEATURES[::-1]})
+        NoiseGate({**spec, "features": GATE_FEATURES[:-1] + ["heart rate"]})
+    x0, x1 = noisy119[:360 * 60, 0], noisy119[:360 * 60, 1]
+    rows = record_features(x0, x1, detect_beats(x0, 360), detect_beats(x1, 360))
+    # a gate fitted on some of the features, in another order: it reads its own columns from a full row
+    fitted = [GATE_FEATURES[k] for k in (12, 0, 9, 4)]
+    clf = gate_fit._classifier().set_params(max_iter=5).fit(rows[:, [12, 0, 9, 4]], np.arange(len(rows)) % 2)
+    gate = NoiseGate(gate_fit.export(clf, 0.5, fitted))
+    assert gate.threshold == 0.5
+    np.testing.assert_allclose(gate.probability(rows), clf.predict_proba(rows[:, [12, 0, 9, 4]])[:, 1], atol=1e-9)
 
 
 def test_a_monitor_is_given_one_or_two_leads_and_chunks_of_that_shape(model):

@@ -107,32 +107,35 @@ def _classifier():
     return HistGradientBoostingClassifier(**MODEL_PARAMS)
 
 
-def fit(rows, records) -> object:
-    """The gate's classifier fitted on the records' training rows (noise outside nst's spans, and clean)."""
+def fit(rows, records, features=GATE_FEATURES) -> object:
+    """The gate's classifier fitted on the records' training rows (noise outside nst's spans, and clean),
+    on the named features (GATE_FEATURES or some of them)."""
+    columns = [GATE_FEATURES.index(name) for name in features]
     parts = [rows[(r, s, "training")] for r in records for s in SNRS_DB] + [rows[(r, None, "none")] for r in records]
-    return _classifier().fit(np.concatenate([p["features"] for p in parts]), np.concatenate([p["noise"] for p in parts]))
+    return _classifier().fit(np.concatenate([p["features"][:, columns] for p in parts]),
+                             np.concatenate([p["noise"] for p in parts]))
 
 
-def fold_gates(rows, records=None) -> list:
+def fold_gates(rows, records=None, features=GATE_FEATURES, threshold=None) -> list:
     """[(held-out records, exported gate spec)] for the cross-validation folds: each fitted without its patients."""
-    return [(held, export(fit(rows, fit_records))) for _, fit_records, held in cv.folds(records)]
+    return [(held, export(fit(rows, fit_records, features), threshold, features)) for _, fit_records, held in cv.folds(records)]
 
 
-def export(clf, threshold=None) -> dict:
-    spec = trees.export_trees(clf, GATE_FEATURES, fitted_on="MIT-BIH DS1 (22 records, both leads) with nstdb em "
+def export(clf, threshold=None, features=GATE_FEATURES) -> dict:
+    spec = trees.export_trees(clf, list(features), fitted_on="MIT-BIH DS1 (22 records, both leads) with nstdb em "
                               f"noise at {', '.join(map(str, SNRS_DB))} dB outside nst's spans, and clean; monitor.gate_fit")
     if threshold is not None:
         spec["threshold"] = float(threshold)
     return spec
 
 
-def out_of_fold(rows, records=None) -> dict:
+def out_of_fold(rows, records=None, features=GATE_FEATURES) -> dict:
     """{12, 6, 0 or "clean": (p(noise), noise, v)} of the scoring rows, each record's from the gate of
-    the fold that never saw it."""
+    the fold that never saw it (fitted on the named features)."""
     from .gate import NoiseGate
 
     out = {key: [] for key in [*SNRS_DB, "clean"]}
-    for held, spec in fold_gates(rows, records):
+    for held, spec in fold_gates(rows, records, features):
         gate = NoiseGate(spec)
         for r in held:
             for key, part in [*((s, rows[(r, s, "nst")]) for s in SNRS_DB), ("clean", rows[(r, None, "none")])]:
