@@ -131,7 +131,7 @@ def main():
 #: The steps of a Ward's push (stream._push_many), as cProfile names them: (file, function) -> label.
 WARD_STEPS = {("qrs.py", "feed_many"): "QRS detection (filters, peak search, per-patient decisions)",
               ("vf.py", "feed_many"): "VF detection",
-              ("stream.py", "_gate"): "the noise gate (two leads)",
+              ("gate.py", "judge_detections"): "the noise gate (two leads)",
               ("stream.py", "_ready_beats"): "ready beats (windows, RR statistics)",
               ("stream.py", "_ward_inputs"): "the beats' patient-relative inputs",
               ("batches.py", "predict"): "the model",

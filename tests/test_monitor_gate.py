@@ -7,7 +7,7 @@ from ekg import features
 from ekg.classify import match_beats
 from ekg.data import find_data_dir, load_beats
 from ekg.monitor import Monitor, Ward, gate_fit, nst, replay
-from ekg.monitor.gate import (GATE_FEATURES, GATE_MAX_GAP_S, GateHistory, NoiseGate, _with_past, context_windows,
+from ekg.monitor.gate import (GATE_FEATURES, GATE_MAX_GAP_S, GateHistory, NoiseGate, _with_past_many, context_windows,
                               default_gate, gate_features, record_features)
 from ekg.monitor.qrs import detect_beats
 
@@ -38,13 +38,13 @@ def beat_samples(events):
 def test_the_history_gives_each_detection_its_predecessor_and_the_median_of_the_32_before():
     rng = np.random.default_rng(0)
     rows = rng.normal(size=(50, 5)).astype(np.float32)
-    previous, median, kept = _with_past(None, rows)
+    previous, median, (kept,) = _with_past_many([None], rows, [len(rows)])
     assert np.array_equal(previous[0], rows[0]) and np.array_equal(previous[1:], rows[:-1])
     # the classifier's own causal template, written independently
     assert np.allclose(median, features.causal_median(rows, 32))
     # in two pieces, the second carried on from the first's kept rows: the same numbers
-    p1, m1, k1 = _with_past(None, rows[:20])
-    p2, m2, _ = _with_past(k1, rows[20:])
+    p1, m1, (k1,) = _with_past_many([None], rows[:20], [20])
+    p2, m2, _ = _with_past_many([k1], rows[20:], [30])
     assert np.allclose(np.r_[m1, m2], median) and np.array_equal(np.r_[p1, p2], previous)
     assert np.array_equal(kept, rows[-32:])
 

@@ -28,7 +28,10 @@ every detection, dropped or not, so the live gate sees what the offline fit saw)
 detections within LEAD1_REACH_S of it, which the detector has decided by then. The gate does not read
 the interval to the next beat: it would hold every beat back one more beat.
 
-Imports: data (the context window), features (beat_parts), trees, monitor.quality (beat_similarity), NumPy.
+judge_detections is the live step (a Ward's push calls it once for all its two-lead monitors);
+gate_features and record_features compute the features live and offline alike.
+Imports: data (the context window), features (beat_parts, median_of_rows), trees, monitor.quality
+(beat_similarity), NumPy.
 """
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ GATE_FEATURES = ["likeness to the beat before", "likeness to the template", "rr_
 GATE_SETTINGS = {"threshold": 0.9}
 #: The gate never drops a detection that comes more than this long after the last detection it let
 #: through, so it cannot make a pause: at rates under 80 per minute at most one beat in a row is lost,
-#: and a pause alarm (3 s) needs a gap of the detector's own (monitor.stream._gate).
+#: and a pause alarm (3 s) needs a gap of the detector's own (judge_detections).
 GATE_MAX_GAP_S = 1.5
 #: The lead-1 detections the gate reads: within this of the lead-0 R peak (farther counts as this far).
 #: The detector decides a beat about 0.45 s after its R peak, so those are known when the gate judges,
@@ -121,7 +124,7 @@ def _with_past_many(kept, new, sizes):
     predecessor and stands in for the history before it (features.causal_median's rule). One gather
     and one median (features.median_of_rows) for every patient: per patient they were most of a
     two-lead ward's gate time."""
-    blocks, past, previous, starts, at = [], [], [], [], 0
+    blocks, past, previous, at = [], [], [], 0
     split = np.split(new, np.cumsum(sizes)[:-1])
     for k, rows_new in zip(kept, split):
         rows = rows_new if k is None else np.concatenate([k, rows_new])
@@ -129,17 +132,10 @@ def _with_past_many(kept, new, sizes):
         past.append(at + np.maximum(j[:, None] - HISTORY_BEATS + np.arange(HISTORY_BEATS), 0))
         previous.append(at + np.maximum(j - 1, 0))
         blocks.append(rows)
-        starts.append(at)
         at += len(rows)
     rows = np.concatenate(blocks)
     template = median_of_rows(rows[np.concatenate(past)])
     return rows[np.concatenate(previous)], template, [b[-HISTORY_BEATS:].copy() for b in blocks]
-
-
-def _with_past(kept, new):
-    """_with_past_many for one patient: (previous rows, template rows, rows to keep)."""
-    previous, template, keep = _with_past_many([kept], new, [len(new)])
-    return previous, template, keep[0]
 
 
 def gate_features(histories, parts, fs=FS) -> np.ndarray:
@@ -196,6 +192,56 @@ def gate_features(histories, parts, fs=FS) -> np.ndarray:
         np.concatenate(dist), beat_similarity(beat_1, prev1[:, :-1], fs),
         beat_similarity(beat_1, templ1[:, :-1], fs), amplitude_qrs_1 / typical_1,
     ]).astype(np.float32)
+
+
+def judge_detections(monitors) -> list:
+    """Judge the first-lead detections of two-lead monitors (monitor.stream.Monitor with leads=2) once their window of
+    signal after the R peak is in: the detections the gate reads as noise leave the beat stream and are
+    reported as "noise" events, the others join the monitor's pending beats in time order. One feature
+    pass and one tree call per gate for every monitor. Returns each monitor's noise events.
+
+    Two safety valves: the gate never drops a detection that comes more than GATE_MAX_GAP_S after the
+    last one it let through (nor the stream's first), and it does not judge a detection whose second
+    lead is flat (peak-to-peak under flat_mv over its 2-s window) or missing (more than a tenth of it
+    NaN): a lead that fell off says nothing about the first lead's beats."""
+    events = [[] for _ in monitors]
+    judged = []  # (monitor index, ready detections, features)
+    for i, m in enumerate(monitors):
+        if m.gate is None or not m.gate_pending:
+            continue
+        ready = [r for r in m.gate_pending if m.n - r >= CONTEXT[1]]
+        if not ready:
+            continue
+        m.gate_pending = m.gate_pending[len(ready):]
+        judged.append((i, ready, (ready, np.array([m._window(m.buffer, r) for r in ready]),
+                                  np.array([m._window(m.buffer1, r) for r in ready]), np.sort(m.lead1_peaks))))
+    if not judged:
+        return events
+    features = gate_features([monitors[i].gate_history for i, _, _ in judged], [part for _, _, part in judged],
+                             monitors[judged[0][0]].model_fs)
+    by_gate, row = {}, 0
+    for i, ready, _ in judged:
+        by_gate.setdefault(id(monitors[i].gate), []).append((i, ready, row))
+        row += len(ready)
+    for members in by_gate.values():
+        gate = monitors[members[0][0]].gate
+        rows = np.concatenate([np.arange(start, start + len(ready)) for _, ready, start in members])
+        p_noise = dict(zip(rows.tolist(), gate.probability(features[rows]).tolist()))
+        for i, ready, start in members:
+            m = monitors[i]
+            for k, r in enumerate(ready):
+                p = p_noise[start + k]
+                lead1 = m._window(m.buffer1, r)
+                lead1_off = np.isnan(lead1).mean() > 0.1 or np.nanmax(lead1) - np.nanmin(lead1) < m.th["flat_mv"] \
+                    if not np.isnan(lead1).all() else True
+                too_long = m.last_passed is not None and r - m.last_passed > GATE_MAX_GAP_S * m.model_fs
+                if p > gate.threshold and not lead1_off and not too_long and m.last_passed is not None:
+                    events[i].append({"type": "noise", "time": r / m.model_fs, "p_noise": p,
+                                      "delay_s": (m.n - r) / m.model_fs})
+                else:
+                    m.pending.append(r)
+                    m.last_passed = r
+    return events
 
 
 def context_windows(signal, peaks) -> np.ndarray:

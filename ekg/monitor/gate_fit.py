@@ -14,9 +14,10 @@ folds' patients). A detection that matches no reference beat within 150 ms (clas
 bxb) is noise; detections inside reference ventricular flutter or fibrillation (record 207) are
 neither, and left out (the VF detector's). DS2 is never read.
 
-The threshold (chosen by the rule stated in main, written before the fit's table was read): the lowest of
-THRESHOLDS at which the out-of-fold gate drops at most 0.05% of the clean records' real beats and at
-most 0.1% of their V beats.
+The threshold, by choose's rule: the lowest of THRESHOLDS at which the out-of-fold gate drops at most
+0.05% of the clean records' real beats and at most 0.1% of their V beats. The rule was written after an
+exploratory look, in scratch, at the tables of an earlier feature set (with the interval to the next
+beat, and 207's flutter counted as noise), and before this module's table was first printed.
 
 Imports: config, cv, data, classify (match_beats), trees, monitor.nst, monitor.qrs, monitor.gate,
 monitor.vf_fit (episode spans), NumPy, pandas, wfdb, scikit-learn, joblib.

@@ -21,7 +21,7 @@ from ..data import CLASSES, CONTEXT
 from ..features import LOCAL_BEATS, LONG_BEATS, TEMPLATE_BEATS, _inputs_from_parts, beat_parts, median_of_rows
 from ..models import decide
 from .alarms import ALARM_THRESHOLDS, ARRHYTHMIA_ALARMS, NEVER_SUPPRESSED, AlarmRules, mean_of
-from .gate import GATE_MAX_GAP_S, GateHistory, default_gate, gate_features
+from .gate import GateHistory, default_gate, judge_detections
 from .qrs import StreamingQRS
 from .quality import beat_similarity, block_qualities
 from .vf import VFDetector
@@ -116,7 +116,7 @@ class Monitor(AlarmRules):
         self.detector = StreamingQRS(self.model_fs)
         self.vf = VFDetector(self.model_fs)  # VF from the signal: no beats needed
         # the noise gate's: the second lead's detector, its signal (kept in step with buffer), its
-        # detections of the last seconds, the first lead's detections waiting for the gate, the gate's
+        # detections of the last seconds, the first lead's detections waiting for the gate (gate.judge_detections), the gate's
         # own history of both leads' detections, and the last detection it let through
         self.detector1 = StreamingQRS(self.model_fs) if self.gate is not None else None
         self.buffer1 = np.zeros(0, np.float32)
@@ -432,7 +432,7 @@ def _push_many(monitors, chunks) -> list:
         found = StreamingQRS.feed_many([monitors[i].detector for i in idx], np.stack([staged[i][1] for i in idx]))
         for i, peaks in zip(idx, found):
             if monitors[i].gate is not None:
-                monitors[i].gate_pending += peaks  # the gate judges them first (_gate)
+                monitors[i].gate_pending += peaks  # the gate judges them first (gate.judge_detections)
             else:
                 monitors[i].pending += peaks
         gated = [i for i in idx if monitors[i].gate is not None]
@@ -441,7 +441,7 @@ def _push_many(monitors, chunks) -> list:
             for i, peaks in zip(gated, found):
                 m = monitors[i]
                 m.lead1_peaks = [p for p in m.lead1_peaks if p > m.n - 10 * m.model_fs] + peaks
-    gate_events = _gate(monitors)
+    gate_events = judge_detections(monitors)
     vf_windows = [[] for _ in monitors]
     for idx in groups.values():
         found = VFDetector.feed_many([monitors[i].vf for i in idx], np.stack([staged[i][1] for i in idx]))
@@ -478,56 +478,6 @@ def _push_many(monitors, chunks) -> list:
     return [events + noise + m._vf_alarms(w) + m._finish(b, p, c)
             for m, events, noise, w, b, p, c in zip(monitors, quality_events, gate_events, vf_windows, batches, probs,
                                                      classes)]
-
-
-def _gate(monitors) -> list:
-    """Judge the first-lead detections of the two-lead monitors (monitor.gate) once their window of
-    signal after the R peak is in: the detections the gate reads as noise leave the beat stream and are
-    reported as "noise" events, the others join the monitor's pending beats in time order. One feature
-    pass and one tree call per gate for every monitor. Returns each monitor's noise events.
-
-    Two safety valves: the gate never drops a detection that comes more than GATE_MAX_GAP_S after the
-    last one it let through (nor the stream's first), and it does not judge a detection whose second
-    lead is flat (peak-to-peak under flat_mv over its 2-s window) or missing (more than a tenth of it
-    NaN): a lead that fell off says nothing about the first lead's beats."""
-    events = [[] for _ in monitors]
-    judged = []  # (monitor index, ready detections, features)
-    for i, m in enumerate(monitors):
-        if m.gate is None or not m.gate_pending:
-            continue
-        ready = [r for r in m.gate_pending if m.n - r >= CONTEXT[1]]
-        if not ready:
-            continue
-        m.gate_pending = m.gate_pending[len(ready):]
-        judged.append((i, ready, (ready, np.array([m._window(m.buffer, r) for r in ready]),
-                                  np.array([m._window(m.buffer1, r) for r in ready]), np.sort(m.lead1_peaks))))
-    if not judged:
-        return events
-    features = gate_features([monitors[i].gate_history for i, _, _ in judged], [part for _, _, part in judged],
-                             monitors[judged[0][0]].model_fs)
-    by_gate, row = {}, 0
-    for i, ready, _ in judged:
-        by_gate.setdefault(id(monitors[i].gate), []).append((i, ready, row))
-        row += len(ready)
-    for members in by_gate.values():
-        gate = monitors[members[0][0]].gate
-        rows = np.concatenate([np.arange(start, start + len(ready)) for _, ready, start in members])
-        p_noise = dict(zip(rows.tolist(), gate.probability(features[rows]).tolist()))
-        for i, ready, start in members:
-            m = monitors[i]
-            for k, r in enumerate(ready):
-                p = p_noise[start + k]
-                lead1 = m._window(m.buffer1, r)
-                lead1_off = np.isnan(lead1).mean() > 0.1 or np.nanmax(lead1) - np.nanmin(lead1) < m.th["flat_mv"] \
-                    if not np.isnan(lead1).all() else True
-                too_long = m.last_passed is not None and r - m.last_passed > GATE_MAX_GAP_S * m.model_fs
-                if p > gate.threshold and not lead1_off and not too_long and m.last_passed is not None:
-                    events[i].append({"type": "noise", "time": r / m.model_fs, "p_noise": p,
-                                      "delay_s": (m.n - r) / m.model_fs})
-                else:
-                    m.pending.append(r)
-                    m.last_passed = r
-    return events
 
 
 def _normal_similarities(monitors, batches, classes):
